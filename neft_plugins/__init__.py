@@ -1,0 +1,39 @@
+"""NEFTune — noisy embedding instruction fine-tuning (Jain et al., 2023) — done right.
+
+``NEFTuneCallback`` is imported lazily, so the core needs only torch and pluggy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, NEFTuneInputError, attach, neftune
+from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.hookspecs import hookimpl, hookspec
+
+if TYPE_CHECKING:
+    from neft_plugins.callback import NEFTuneCallback
+
+__all__ = [
+    "CONFIG_KEYS",
+    "NEFTuneAttachError",
+    "NEFTuneCallback",
+    "NEFTuneConfig",
+    "NEFTuneConfigError",
+    "NEFTuneConflictError",
+    "NEFTuneHandle",
+    "NEFTuneInputError",
+    "attach",
+    "hookimpl",
+    "hookspec",
+    "neftune",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NEFTuneCallback":
+        from neft_plugins.callback import NEFTuneCallback
+
+        return NEFTuneCallback
+    raise AttributeError(f"module 'neft_plugins' has no attribute {name!r}")

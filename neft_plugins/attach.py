@@ -1,0 +1,229 @@
+"""Attaching NEFTune to a model: find the token embeddings, read each call's batch, add the noise."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError
+from neft_plugins.noise import noise_dtype, padded_magnitude, per_token_scale, scope_mask
+from neft_plugins.plugins import distributions, plugin_manager, schedules
+from neft_plugins.stats import NoiseRecord, NoiseStats
+
+logger = logging.getLogger("neft_plugins")
+
+# Wrappers that hold the real model in `.module` (DDP, DataParallel, FSDP1, DeepSpeed) or `._orig_mod`
+# (torch.compile).
+WRAPPER_ATTRIBUTES = ("_orig_mod", "module")
+SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
+INPUT_KEYS = ("attention_mask", "position_ids", "labels", "cu_seq_lens_q")
+
+_attached: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
+
+
+class NEFTuneAttachError(RuntimeError):
+    """The model offers nothing NEFTune can attach to."""
+
+
+class NEFTuneInputError(RuntimeError):
+    """A training forward pass brought something NEFTune cannot noise correctly."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip distributed and compile wrappers down to the model that owns the embeddings."""
+    while not hasattr(model, "get_input_embeddings"):
+        inner = next(
+            (
+                getattr(model, name)
+                for name in WRAPPER_ATTRIBUTES
+                if isinstance(getattr(model, name, None), nn.Module)
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
+def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
+    """The token embedding module (text tokens only for multimodal models) and its path, through
+    DDP/FSDP/DeepSpeed/torch.compile wrappers and PEFT models."""
+    inner = unwrap_model(model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    get_embeddings = getattr(base, "get_input_embeddings", None)
+    embeddings = None
+    if callable(get_embeddings):
+        with contextlib.suppress(NotImplementedError):
+            embeddings = get_embeddings()
+    if not isinstance(embeddings, nn.Module):
+        raise NEFTuneAttachError(
+            f"{type(base).__name__} has no input embeddings: get_input_embeddings() "
+            f"{'is missing' if get_embeddings is None else f'returned {embeddings!r}'}. NEFTune noises the "
+            "output of the token embedding module; pass the language model itself, or implement "
+            "get_input_embeddings() on it."
+        )
+    path = next((name for name, module in base.named_modules() if module is embeddings), "")
+    return embeddings, f"{type(base).__name__}.{path}" if path else type(base).__name__
+
+
+def distributed_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class NEFTuneHandle:
+    """One attachment of NEFTune to one model. ``detach()`` removes every trace of it."""
+
+    def __init__(self, model: nn.Module, config: NEFTuneConfig) -> None:
+        self.config = config
+        self.embeddings, self.embeddings_path = find_input_embeddings(model)
+        if getattr(self.embeddings, "neftune_noise_alpha", None) is not None:
+            NEFTuneConfig.check_no_builtin(self.embeddings.neftune_noise_alpha)
+        if self.embeddings in _attached:
+            raise NEFTuneConflictError(
+                f"NEFTune is already attached to {self.embeddings_path}; detach it before attaching again"
+            )
+        self.alpha = config.neftune_alpha
+        self.stats = NoiseStats(self)
+        self._sample = distributions()[config.neftune_distribution]
+        self._schedule = schedules()[config.neftune_schedule]
+        self._calls: list[Mapping[str, Any]] = []
+        self._positional = _positional_names(unwrap_model(model))
+        self._generator: torch.Generator | None = None
+        self._pending_rng_state: torch.Tensor | None = None
+        self._plugins = plugin_manager()
+        self._plugins.register(self.stats)
+        self._hooks = [
+            model.register_forward_pre_hook(self._enter_call, with_kwargs=True),
+            model.register_forward_hook(self._leave_call, always_call=True),
+            self.embeddings.register_forward_hook(self._noise_hook),
+        ]
+        _attached[self.embeddings] = self
+        settings = ", ".join(
+            f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
+        )
+        logger.warning("neft_plugins: attached NEFTune to %s (%s)", self.embeddings_path, settings)
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._hooks)
+
+    def detach(self) -> None:
+        if not self._hooks:
+            return
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._calls.clear()
+        self._plugins.unregister(self.stats)
+        _attached.pop(self.embeddings, None)
+        logger.warning("neft_plugins: detached NEFTune from %s", self.embeddings_path)
+
+    def set_step(self, step: int, total_steps: int) -> float:
+        """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
+        self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
+        return self.alpha
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The noise generator's state (None while noise comes from torch's global RNG)."""
+        if self._generator is not None:
+            return self._generator.get_state()
+        return self._pending_rng_state
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        self._pending_rng_state = state
+        if self._generator is not None and state is not None:
+            self._generator.set_state(state)
+
+    def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        call = {key: kwargs[key] for key in INPUT_KEYS if key in kwargs}
+        call.update((name, value) for name, value in zip(self._positional, args, strict=False) if name in INPUT_KEYS)
+        self._calls.append(call)
+
+    def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._calls:
+            self._calls.pop()
+
+    def _noise_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
+        if self.alpha <= 0 or not (module.training and torch.is_grad_enabled()):
+            return None
+        if not isinstance(output, torch.Tensor) or output.dim() != 3:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise NEFTuneInputError(
+                f"{self.embeddings_path} returned {shape}; NEFTune needs a [batch, sequence, dim] tensor. "
+                "Attach to a model whose get_input_embeddings() is the token embedding module."
+            )
+        call = self._calls[-1] if self._calls else {}
+        batch_shape = (output.shape[0], output.shape[1])
+        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape)
+        labels = call.get("labels")
+        labels = labels if isinstance(labels, torch.Tensor) and labels.shape == batch_shape else None
+        try:
+            noised = scope_mask(segments, labels, self.config.neftune_scope)
+        except ValueError as error:
+            raise NEFTuneInputError(str(error)) from error
+        generator = self._generator_for(output.device)
+        if self.config.neftune_length == "padded":
+            magnitude = padded_magnitude(self.alpha, output.shape[1], output.shape[2])
+            noise = self._sample(torch.empty_like(output), magnitude, generator)
+            measured, tokens = segments > 0, segments.new_tensor(segments.numel())
+        else:
+            scale = per_token_scale(segments, noised, self.alpha, output.shape[2])
+            buffer = torch.empty(output.shape, dtype=noise_dtype(output), device=output.device)
+            noise = self._sample(buffer, 1.0, generator)
+            noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
+            measured, tokens = noised, noised.sum()
+        record = NoiseRecord.measure(self, self.alpha, output, noise, segments, measured, tokens)
+        self._plugins.hook.neft_observe(record=record)
+        return output + noise.to(output.dtype)
+
+    def _generator_for(self, device: torch.device) -> torch.Generator | None:
+        rank, world_size = distributed_rank()
+        if self.config.neftune_seed is None and world_size == 1:
+            return None  # torch's global RNG, as transformers' built-in
+        if self._generator is None or self._generator.device != device:
+            base_seed = torch.initial_seed() if self.config.neftune_seed is None else self.config.neftune_seed
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed((base_seed + rank * SEED_STRIDE) % 2**64)
+            if self._pending_rng_state is not None:
+                self._generator.set_state(self._pending_rng_state)
+        return self._generator
+
+
+def _positional_names(model: nn.Module) -> tuple[str, ...]:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def attach(model: nn.Module, config: NEFTuneConfig | None = None, **keys: Any) -> NEFTuneHandle:
+    """Attach NEFTune to ``model``: ``attach(model, neftune_alpha=5)`` or ``attach(model, config)``."""
+    return NEFTuneHandle(model, _config(config, keys))
+
+
+@contextlib.contextmanager
+def neftune(model: nn.Module, config: NEFTuneConfig | None = None, **keys: Any) -> Iterator[NEFTuneHandle]:
+    """``with neftune(model, neftune_alpha=5): ...`` noises training forward passes inside the block only."""
+    handle = attach(model, config, **keys)
+    try:
+        yield handle
+    finally:
+        handle.detach()
+
+
+def _config(config: NEFTuneConfig | None, keys: Mapping[str, Any]) -> NEFTuneConfig:
+    if config is not None and keys:
+        raise TypeError("pass either a NEFTuneConfig or neftune_* keyword arguments, not both")
+    return config if config is not None else NEFTuneConfig(**keys)

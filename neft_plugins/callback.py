@@ -1,0 +1,116 @@
+"""``NEFTuneCallback``: NEFTune for any transformers Trainer (Trainer, TRL's SFTTrainer, DPOTrainer, ...)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, _config, attach, distributed_rank
+from neft_plugins.config import NEFTuneConfig
+
+STATE_FILE = "neft_state_rank{rank}.pt"
+
+
+class NEFTuneCallback(TrainerCallback):
+    """Attaches NEFTune when training begins and detaches it when training ends or fails.
+
+    ``NEFTuneCallback(neftune_alpha=5)`` or ``NEFTuneCallback(NEFTuneConfig(...))``; bad values are
+    rejected here, before any model is loaded.
+    """
+
+    def __init__(self, config: NEFTuneConfig | None = None, **keys: Any) -> None:
+        self.config = _config(config, keys)
+        self.handle: NEFTuneHandle | None = None
+        self._guarded: set[int] = set()
+
+    def on_init_end(self, args, state, control, **kwargs):
+        # Callbacks given to the constructor: guard the whole of train().
+        self._guard(_calling_trainer(), "train")
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.config.enabled:
+            return
+        NEFTuneConfig.check_no_builtin(getattr(args, "neftune_noise_alpha", None))
+        trainer = _calling_trainer()
+        # Callbacks added after construction: guard each training step.
+        self._guard(trainer, "training_step")
+        self._detach()
+        self.handle = attach(model, self.config)
+        self.handle.set_step(state.global_step, state.max_steps)
+        if state.global_step > 0:
+            self._load_state(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.handle is not None:
+            self.handle.set_step(state.global_step, state.max_steps)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.handle is not None and self.handle.rng_state() is not None:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            rank, _ = distributed_rank()
+            torch.save(
+                {"rng_state": self.handle.rng_state()}, os.path.join(folder, STATE_FILE.format(rank=rank))
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._detach()
+
+    def _load_state(self, checkpoint: str) -> None:
+        assert self.handle is not None
+        rank, _ = distributed_rank()
+        path = os.path.join(checkpoint, STATE_FILE.format(rank=rank))
+        if os.path.exists(path):
+            self.handle.set_rng_state(torch.load(path, weights_only=True)["rng_state"])
+
+    def _detach(self) -> None:
+        if self.handle is not None:
+            self.handle.detach()
+            self.handle = None
+
+    def _guard(self, trainer: Trainer, method: str) -> None:
+        """Detach if ``trainer.<method>`` raises, and put our logs into the trainer's own log calls."""
+        if id(trainer) in self._guarded:
+            return
+        self._guarded.add(id(trainer))
+        trainer.log = self._with_neft_logs(trainer.log)
+        setattr(trainer, method, self._detach_on_error(getattr(trainer, method)))
+
+    def _detach_on_error(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except BaseException:
+                self._detach()
+                raise
+
+        return guarded
+
+    def _with_neft_logs(self, log: Callable[..., Any]) -> Callable[..., Any]:
+        # Added before the trainer's log() runs, so history, console, TensorBoard and W&B all see them.
+        @functools.wraps(log)
+        def log_with_neft(logs: dict[str, float], *args: Any, **kwargs: Any) -> Any:
+            if self.handle is not None and "loss" in logs:
+                logs.update(self.handle.stats.read_and_reset(self.handle.alpha))
+            return log(logs, *args, **kwargs)
+
+        return log_with_neft
+
+
+def _calling_trainer() -> Trainer:
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Trainer):
+            return candidate
+        frame = frame.f_back
+    raise NEFTuneAttachError(
+        "NEFTuneCallback must be called by a transformers Trainer (or a subclass such as TRL's)"
+    )

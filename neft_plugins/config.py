@@ -1,0 +1,101 @@
+"""One validated configuration, shared by every integration."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from neft_plugins.noise import SCOPES
+
+LENGTHS = ("sequence", "padded")
+
+
+class NEFTuneConfigError(ValueError):
+    """A ``neftune_*`` value that cannot be used; the message names the key, the value and what is allowed."""
+
+
+class NEFTuneConflictError(RuntimeError):
+    """NEFTune would be applied twice, by us and by a framework's built-in key."""
+
+
+@dataclass(frozen=True)
+class NEFTuneConfig:
+    neftune_alpha: float = 0.0
+    neftune_distribution: str = "uniform"
+    neftune_schedule: str = "constant"
+    neftune_scope: str = "all"
+    neftune_length: str = "sequence"
+    neftune_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        from neft_plugins.plugins import distributions, schedules
+
+        object.__setattr__(self, "neftune_alpha", _alpha(self.neftune_alpha))
+        _choice("neftune_distribution", self.neftune_distribution, tuple(distributions()))
+        _choice("neftune_schedule", self.neftune_schedule, tuple(schedules()))
+        _choice("neftune_scope", self.neftune_scope, SCOPES)
+        _choice("neftune_length", self.neftune_length, LENGTHS)
+        object.__setattr__(self, "neftune_seed", _seed(self.neftune_seed))
+        if self.neftune_length == "padded" and self.neftune_scope != "all":
+            raise NEFTuneConfigError(
+                f"neftune_scope: got {self.neftune_scope!r} with neftune_length: 'padded'; the padded length "
+                "reproduces transformers' built-in, which noises every position: use neftune_scope: 'all', "
+                "or neftune_length: 'sequence'"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.neftune_alpha > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> NEFTuneConfig:
+        """Our keys from a YAML-style mapping; other keys are ignored, ``None`` means the default."""
+        return cls(**{key: mapping[key] for key in CONFIG_KEYS if mapping.get(key) is not None})
+
+    @classmethod
+    def split(cls, mapping: Mapping[str, Any]) -> tuple[NEFTuneConfig, dict[str, Any]]:
+        """Our keys as a config, and the rest of ``mapping`` without them."""
+        rest = {key: value for key, value in mapping.items() if key not in CONFIG_KEYS}
+        return cls.from_mapping(mapping), rest
+
+    @staticmethod
+    def check_no_builtin(builtin_alpha: Any, builtin_key: str = "neftune_noise_alpha") -> None:
+        """Refuse a framework's built-in NEFTune key beside ours: the embeddings would be noised twice."""
+        if builtin_alpha is not None and builtin_alpha != 0:
+            raise NEFTuneConflictError(
+                f"{builtin_key}: got {builtin_alpha!r} while neft-plugins' NEFTune is enabled; both would noise "
+                f"the embeddings, twice. Remove {builtin_key} and set neftune_alpha instead."
+            )
+
+
+CONFIG_KEYS: tuple[str, ...] = tuple(field.name for field in fields(NEFTuneConfig))
+
+
+def _alpha(value: Any) -> float:
+    allowed = "expected a finite number >= 0 (0 turns NEFTune off; the paper uses 5, 10 or 15)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise NEFTuneConfigError(f"neftune_alpha: got {value!r} ({type(value).__name__}); {allowed}")
+    if not math.isfinite(value) or value < 0:
+        raise NEFTuneConfigError(f"neftune_alpha: got {value!r}; {allowed}")
+    return float(value)
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise NEFTuneConfigError(f"{key}: got {value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**63:
+        raise NEFTuneConfigError(
+            f"neftune_seed: got {value!r}; expected an integer in [0, 2**63) or null for no fixed seed"
+        )
+    return int(value)

@@ -1,0 +1,46 @@
+"""One session per environment: the frameworks pin versions that cannot share one venv.
+
+`python3 -m nox` runs every test session; `python3 -m nox -s demo` runs the demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+TORCH_CONSTRAINT = ("-c", str(ROOT / "constraints" / "torch-cpu.txt"))
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+nox.options.sessions = ["lint", "core", "axolotl", "llamafactory"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("python", "-m", "pytest", *paths, *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    session.run("python3", "-m", "pip", "install", "-q", "ruff==0.14.*")
+    session.run("python3", "-m", "ruff", "check", ".")
+    session.run("python3", "-m", "ruff", "format", "--check", ".")
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """Core engine + transformers/TRL callback, on the newest TRL stack."""
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    session.install(*TORCH_CONSTRAINT, ".[trl,qlora,test]")
+    _pytest(session, "tests/core")
