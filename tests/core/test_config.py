@@ -1,0 +1,75 @@
+import math
+
+import pytest
+
+from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+
+
+def test_defaults_are_off_and_follow_the_paper():
+    config = NEFTuneConfig()
+    assert not config.enabled
+    assert config.as_dict() == {
+        "neftune_alpha": 0.0,
+        "neftune_distribution": "uniform",
+        "neftune_schedule": "constant",
+        "neftune_scope": "all",
+        "neftune_length": "sequence",
+        "neftune_seed": None,
+    }
+    assert tuple(config.as_dict()) == CONFIG_KEYS
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"neftune_alpha": -1}, "neftune_alpha: got -1; expected a finite number >= 0"),
+        ({"neftune_alpha": math.nan}, "neftune_alpha: got nan; expected a finite number >= 0"),
+        ({"neftune_alpha": math.inf}, "neftune_alpha: got inf; expected a finite number >= 0"),
+        ({"neftune_alpha": "5"}, "neftune_alpha: got '5' (str); expected a finite number >= 0"),
+        ({"neftune_alpha": True}, "neftune_alpha: got True (bool); expected a finite number >= 0"),
+        (
+            {"neftune_distribution": "cauchy"},
+            "neftune_distribution: got 'cauchy'; expected one of 'uniform', 'gaussian'",
+        ),
+        (
+            {"neftune_schedule": "step"},
+            "neftune_schedule: got 'step'; expected one of 'constant', 'linear', 'cosine'",
+        ),
+        ({"neftune_scope": "answer"}, "neftune_scope: got 'answer'; expected one of 'all', 'prompt', 'response'"),
+        ({"neftune_length": "row"}, "neftune_length: got 'row'; expected one of 'sequence', 'padded'"),
+        ({"neftune_seed": 1.5}, "neftune_seed: got 1.5; expected an integer in [0, 2**63)"),
+        ({"neftune_seed": -3}, "neftune_seed: got -3; expected an integer in [0, 2**63)"),
+        ({"neftune_seed": "7"}, "neftune_seed: got '7'; expected an integer in [0, 2**63)"),
+        (
+            {"neftune_scope": "response", "neftune_length": "padded"},
+            "neftune_scope: got 'response' with neftune_length: 'padded'",
+        ),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(keys, message):
+    with pytest.raises(NEFTuneConfigError) as error:
+        NEFTuneConfig(**keys)
+    assert str(error.value).startswith(message)
+
+
+def test_from_mapping_takes_our_keys_and_treats_null_as_default():
+    config = NEFTuneConfig.from_mapping({"neftune_alpha": 5, "neftune_seed": None, "learning_rate": 1e-4})
+    assert config.neftune_alpha == 5.0 and config.neftune_seed is None and config.enabled
+
+
+def test_split_separates_our_keys_from_the_framework_config():
+    config, rest = NEFTuneConfig.split({"neftune_alpha": 15, "neftune_schedule": "cosine", "stage": "sft"})
+    assert (config.neftune_alpha, config.neftune_schedule) == (15.0, "cosine")
+    assert rest == {"stage": "sft"}
+
+
+def test_split_rejects_bad_values_before_anything_else_happens():
+    with pytest.raises(NEFTuneConfigError, match="neftune_alpha: got 'high'"):
+        NEFTuneConfig.split({"neftune_alpha": "high", "stage": "sft"})
+
+
+def test_builtin_key_beside_ours_is_a_conflict():
+    NEFTuneConfig.check_no_builtin(None)
+    NEFTuneConfig.check_no_builtin(0)
+    with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5"):
+        NEFTuneConfig.check_no_builtin(5)

@@ -1,0 +1,86 @@
+"""Third-party plugins, loaded from the `neft_plugins` entry-point group as a real installed package would be."""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from tiny import make_llama
+
+from neft_plugins import NEFTuneConfig, NEFTuneConfigError, neftune
+from neft_plugins.plugins import distributions, plugin_manager, schedules
+
+PLUGIN_SOURCE = '''
+import torch
+from neft_plugins import hookimpl
+
+def spike_noise(out, magnitude, generator):
+    """Every element is +-magnitude: the variance of Uniform(-m, m) would be m^2/3, this is m^2."""
+    return out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1).mul_(magnitude)
+
+def halving(alpha, step, total_steps):
+    return alpha / 2 ** step
+
+@hookimpl
+def neft_distributions():
+    return {"spike": spike_noise}
+
+@hookimpl
+def neft_schedules():
+    return {"halving": halving}
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    (tmp_path / "spike_plugin.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
+    dist_info = tmp_path / "spike_plugin-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: spike-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[neft_plugins]\nspike = spike_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_manager.cache_clear()
+    yield
+    sys.modules.pop("spike_plugin", None)
+    plugin_manager.cache_clear()
+
+
+def test_unknown_distribution_is_rejected_without_the_plugin():
+    with pytest.raises(NEFTuneConfigError, match="neftune_distribution: got 'spike'"):
+        NEFTuneConfig(neftune_distribution="spike")
+
+
+def test_entry_point_plugin_is_selected_by_name(installed_plugin):
+    assert {"uniform", "gaussian", "spike"} <= set(distributions())
+    assert {"constant", "linear", "cosine", "halving"} <= set(schedules())
+    config = NEFTuneConfig(neftune_alpha=4, neftune_distribution="spike", neftune_schedule="halving")
+    model = make_llama().train()
+    input_ids = torch.randint(4, 60, (1, 16))
+    with neftune(model, config) as handle:
+        assert handle.set_step(1, 10) == 2.0
+        captured = []
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, a, o: captured.append(o.detach()))
+        try:
+            model(input_ids=input_ids)
+        finally:
+            hook.remove()
+    with torch.no_grad():
+        clean = model.get_input_embeddings()(input_ids)
+    noise = captured[0] - clean
+    expected = 2.0 / (16 * 64) ** 0.5
+    assert torch.allclose(noise.abs(), torch.full_like(noise, expected), rtol=1e-4)
+
+
+def test_builtins_are_plugins_through_the_same_hooks():
+    names = {type(plugin).__name__ for plugin in plugin_manager().get_plugins()}
+    assert {"Distributions", "Schedules", "RowMaskReader", "BlockMaskReader", "VarlenReader"} <= names
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [5, 5, 5]), ("linear", [5, 2.5, 0]), ("cosine", [5, 2.5, 0])],
+)
+def test_builtin_schedules(schedule, expected):
+    model = make_llama()
+    with neftune(model, neftune_alpha=5, neftune_schedule=schedule) as handle:
+        assert [pytest.approx(handle.set_step(step, 10)) for step in (0, 5, 10)] == expected
