@@ -1,0 +1,113 @@
+"""``neft-llamafactory``: ``train CONFIG.yaml [key=value ...]``, ``webui``, ``version``.
+
+``train`` takes the YAML ``llamafactory-cli train`` takes, plus neft-plugins' keys (``neftune_alpha``,
+``neftune_distribution``, ``neftune_schedule``, ``neftune_scope``, ``neftune_length``, ``neftune_seed``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+USAGE = """usage:
+  neft-llamafactory train CONFIG.yaml [key=value ...]  `llamafactory-cli train` with neft-plugins' NEFTune
+  neft-llamafactory webui                              LLaMA Board, NEFTune options in the Train tab
+  neft-llamafactory version                            versions of neft-plugins and llamafactory
+
+NEFTune keys (YAML or key=value): neftune_alpha (>= 0; 0 or unset = off), neftune_distribution,
+neftune_schedule, neftune_scope, neftune_length, neftune_seed. Other commands: use llamafactory-cli.
+"""
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "y")
+
+
+def _needs_torchrun() -> bool:
+    """As ``llamafactory-cli train`` decides, unless this process is already a torchrun worker."""
+    if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return False
+    if _truthy("FORCE_TORCHRUN") or _truthy("USE_MCA"):
+        return True
+    from llamafactory.extras.misc import get_device_count, use_kt, use_ray
+
+    return get_device_count() > 1 and not use_ray() and not use_kt()
+
+
+def _torchrun(args: Sequence[str]) -> int:
+    from llamafactory.extras.misc import find_available_port, get_device_count
+
+    command = [
+        "torchrun",
+        "--nnodes",
+        os.environ.get("NNODES", "1"),
+        "--node_rank",
+        os.environ.get("NODE_RANK", "0"),
+        "--nproc_per_node",
+        os.environ.get("NPROC_PER_NODE", str(get_device_count())),
+        "--master_addr",
+        os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        "--master_port",
+        os.environ.get("MASTER_PORT", str(find_available_port())),
+        "-m",
+        "neft_plugins.integrations.llamafactory.cli",
+        "train",
+        *args,
+    ]
+    return subprocess.run(command, check=False).returncode
+
+
+def train(args: Sequence[str]) -> int:
+    if not args or not args[0].endswith((".yaml", ".yml", ".json")):
+        print("neft-llamafactory train: expected CONFIG.yaml (or .json) first\n\n" + USAGE, file=sys.stderr)
+        return 2
+    from neft_plugins.integrations.llamafactory.train import load_args, prepare_args, run_train
+
+    if _needs_torchrun():
+        prepare_args(load_args(args[0], args[1:]))  # bad keys fail here, once, not in every worker
+        return _torchrun(args)
+    run_train(args[0], args[1:])
+    return 0
+
+
+def version() -> int:
+    from neft_plugins.integrations.llamafactory.compat import TESTED_VERSIONS, llamafactory_version
+
+    import neft_plugins
+
+    print(f"neft-plugins {neft_plugins.__version__}")
+    print(f"llamafactory {llamafactory_version()} (tested: {', '.join(TESTED_VERSIONS)})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command == "train":
+        from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
+
+        from neft_plugins.config import NEFTuneConfigError, NEFTuneConflictError
+
+        try:
+            return train(rest)
+        except (NEFTuneConfigError, NEFTuneConflictError, LlamaFactoryHookError) as error:
+            print(f"neft-llamafactory: error: {error}", file=sys.stderr)
+            return 1
+    if command == "webui":
+        from neft_plugins.integrations.llamafactory.webui import run_web_ui
+
+        run_web_ui()
+        return 0
+    if command == "version":
+        return version()
+    if command in ("help", "-h", "--help"):
+        print(USAGE)
+        return 0
+    print(f"neft-llamafactory: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

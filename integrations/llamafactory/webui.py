@@ -1,0 +1,183 @@
+"""``neft-llamafactory webui``: LLaMA Board whose training runs use neft-plugins' NEFTune.
+
+Small, checked patches (see :mod:`.compat`):
+
+- Train tab: the existing "NEFTune alpha" slider goes up to 20 (LLaMA Board caps it at 10), and
+  distribution, schedule, scope and length drop-downs appear under it, in "Extra configurations".
+- ``Runner._parse_train_args``: the slider becomes our ``neftune_alpha`` (plus the drop-downs' keys)
+  instead of transformers' ``neftune_noise_alpha``, so nothing is noised twice.
+- ``Runner._launch``: ``llamafactory-cli train`` becomes ``python -m neft_plugins.integrations.llamafactory.cli
+  train`` (the same as ``neft-llamafactory train``), which accepts our keys; the command preview says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError, WebUIHooks, webui_hooks
+
+ALPHA_MAX = 20.0
+TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
+PREVIEW_COMMAND = "neft-llamafactory train"
+OPTION_KEYS = ("neftune_distribution", "neftune_schedule", "neftune_scope", "neftune_length")
+LABELS = {
+    "neftune_alpha": (
+        "NEFTune alpha (neft-plugins)",
+        "Noise on the token embeddings, scaled per sequence (padding and packing handled). 0 = off; "
+        "the paper uses 5, 10 or 15.",
+    ),
+    "neftune_distribution": ("NEFTune distribution", "Noise distribution (the paper: uniform)."),
+    "neftune_schedule": ("NEFTune schedule", "How alpha changes over the training steps."),
+    "neftune_scope": ("NEFTune scope", "Tokens that get noise: all, prompt or response."),
+    "neftune_length": (
+        "NEFTune length",
+        "sequence = the paper's per-sequence L; padded = transformers' built-in, for old runs.",
+    ),
+}
+
+_installed: WebUIHooks | None = None
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from neft_plugins.config import LENGTHS
+    from neft_plugins.noise import SCOPES
+    from neft_plugins.plugins import distributions, schedules
+
+    return {
+        "neftune_distribution": tuple(distributions()),
+        "neftune_schedule": tuple(schedules()),
+        "neftune_scope": tuple(SCOPES),
+        "neftune_length": tuple(LENGTHS),
+    }
+
+
+def _make_controls() -> dict[str, Any]:
+    import gradio as gr
+
+    from neft_plugins.config import NEFTuneConfig
+
+    defaults = NEFTuneConfig().as_dict()
+    return {
+        key: gr.Dropdown(
+            choices=list(choices),
+            value=defaults[key],
+            label=LABELS[key][0],
+            info=LABELS[key][1],
+            elem_id=key.replace("_", "-"),
+            render=False,
+        )
+        for key, choices in _choices().items()
+    }
+
+
+def _wrap_create_train_tab(create_train_tab: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(create_train_tab)
+    def create_train_tab_with_neftune(engine: Any) -> dict[str, Any]:
+        import gradio as gr
+
+        controls = _make_controls()
+        manager = engine.manager
+        base_elems = manager.get_base_elems
+        # The tab's start/preview/save buttons take the set built from get_base_elems(): put ours in it.
+        manager.get_base_elems = lambda: base_elems() | set(controls.values())
+        try:
+            elems = create_train_tab(engine)
+        finally:
+            del manager.get_base_elems
+        slider, extra_tab = elems.get("neftune_alpha"), elems.get("extra_tab")
+        if slider is None or extra_tab is None:
+            raise LlamaFactoryHookError(
+                "llamafactory web UI: the Train tab has no neftune_alpha or extra_tab"
+            )
+        slider.maximum = ALPHA_MAX
+        slider.label, slider.info = LABELS["neftune_alpha"]
+        slider.elem_id = "neftune-alpha"
+        with extra_tab, gr.Row() as row:
+            for control in controls.values():
+                control.render()
+        children = getattr(extra_tab, "children", None)
+        if isinstance(children, list) and len(children) > 2 and children[-1] is row:
+            children.insert(1, children.pop())  # right under the row holding the alpha slider
+        elems.update(controls)
+        return elems
+
+    return create_train_tab_with_neftune
+
+
+def _wrap_parse_train_args(parse: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(parse)
+    def parse_train_args_with_neftune(self: Any, data: dict[Any, Any]) -> dict[str, Any]:
+        args = parse(self, data)
+
+        def get(elem_id: str) -> Any:
+            try:
+                return data[self.manager.get_elem_by_id(elem_id)]
+            except KeyError:
+                raise LlamaFactoryHookError(
+                    f"llamafactory web UI: {elem_id} is not among the Train tab's inputs"
+                ) from None
+
+        extra = json.loads(get("train.extra_args") or "{}")
+        if "neftune_noise_alpha" not in extra:  # it came from the slider: the slider is ours now
+            args.pop("neftune_noise_alpha", None)
+        alpha = get("train.neftune_alpha") or 0
+        if alpha and "neftune_alpha" not in extra:
+            args["neftune_alpha"] = float(alpha)
+            for key in OPTION_KEYS:
+                if key not in extra:
+                    args[key] = get(f"train.{key}")
+        return args
+
+    return parse_train_args_with_neftune
+
+
+def _popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:
+    if isinstance(command, (list, tuple)) and list(command[:2]) == ["llamafactory-cli", "train"]:
+        command = [*TRAIN_COMMAND, *command[2:]]
+    return subprocess.Popen(command, *args, **kwargs)
+
+
+def _wrap_gen_cmd(gen_cmd: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(gen_cmd)
+    def gen_cmd_with_neftune(args: dict[str, Any]) -> str:
+        return gen_cmd(args).replace("llamafactory-cli train", PREVIEW_COMMAND, 1)
+
+    return gen_cmd_with_neftune
+
+
+def _update_locales(locales: dict[str, dict[str, dict[str, str]]]) -> None:
+    languages = list(locales["neftune_alpha"])
+    for key, (label, info) in LABELS.items():
+        entry = locales.setdefault(key, {})
+        for language in languages:
+            entry[language] = {"label": label, "info": info}
+
+
+def install() -> WebUIHooks:
+    """Patch LLaMA Board (once per process); every hook point is checked first."""
+    global _installed
+    if _installed is not None:
+        return _installed
+    hooks = webui_hooks()
+    hooks.interface.create_train_tab = _wrap_create_train_tab(hooks.interface.create_train_tab)
+    runner_class = hooks.runner.Runner
+    runner_class._parse_train_args = _wrap_parse_train_args(runner_class._parse_train_args)
+    hooks.runner.Popen = _popen
+    hooks.runner.gen_cmd = _wrap_gen_cmd(hooks.runner.gen_cmd)
+    _update_locales(hooks.locales.LOCALES)
+    _installed = hooks
+    return hooks
+
+
+def create_ui(demo_mode: bool = False) -> Any:
+    """LLaMA Board's Blocks with the NEFTune option, for embedding or tests."""
+    return install().interface.create_ui(demo_mode=demo_mode)
+
+
+def run_web_ui() -> None:
+    install().interface.run_web_ui()
