@@ -147,7 +147,9 @@ class NEFTuneHandle:
 
     def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         call = {key: kwargs[key] for key in INPUT_KEYS if key in kwargs}
-        call.update((name, value) for name, value in zip(self._positional, args, strict=False) if name in INPUT_KEYS)
+        call.update(
+            (name, value) for name, value in zip(self._positional, args, strict=False) if name in INPUT_KEYS
+        )
         self._calls.append(call)
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:

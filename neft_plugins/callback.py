@@ -12,7 +12,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, _config, attach, distributed_rank
-from neft_plugins.config import NEFTuneConfig
+from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError
 
 STATE_FILE = "neft_state_rank{rank}.pt"
 
@@ -30,14 +30,16 @@ class NEFTuneCallback(TrainerCallback):
         self._guarded: set[int] = set()
 
     def on_init_end(self, args, state, control, **kwargs):
+        if self.config.enabled:
+            NEFTuneConfig.check_no_builtin(getattr(args, "neftune_noise_alpha", None))
         # Callbacks given to the constructor: guard the whole of train().
         self._guard(_calling_trainer(), "train")
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self.config.enabled:
             return
-        NEFTuneConfig.check_no_builtin(getattr(args, "neftune_noise_alpha", None))
         trainer = _calling_trainer()
+        _refuse_builtin(trainer)
         # Callbacks added after construction: guard each training step.
         self._guard(trainer, "training_step")
         self._detach()
@@ -102,6 +104,20 @@ class NEFTuneCallback(TrainerCallback):
             return log(logs, *args, **kwargs)
 
         return log_with_neft
+
+
+def _refuse_builtin(trainer: Trainer) -> None:
+    """Stop before training if transformers' own NEFTune is on too; its hook, already attached by
+    ``train()``, is removed first so that stopping leaves the model clean."""
+    try:
+        NEFTuneConfig.check_no_builtin(getattr(trainer.args, "neftune_noise_alpha", None))
+    except NEFTuneConflictError:
+        builtin_hook = getattr(trainer, "neftune_hook_handle", None)
+        if builtin_hook is not None:
+            from transformers.integrations.neftune import deactivate_neftune
+
+            deactivate_neftune(trainer.model, builtin_hook, trainer.accelerator)
+        raise
 
 
 def _calling_trainer() -> Trainer:

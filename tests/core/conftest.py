@@ -9,9 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neft_plugins import hookimpl  # noqa: E402
-from neft_plugins.plugins import plugin_manager  # noqa: E402
-from neft_plugins.stats import NoiseRecord  # noqa: E402
+from neft_plugins import hookimpl
+from neft_plugins.plugins import plugin_manager
+from neft_plugins.stats import NoiseRecord
 
 
 class Recorder:

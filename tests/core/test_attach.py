@@ -35,6 +35,19 @@ def module_traces(model):
     ]
 
 
+def neft_traces(model):
+    """Hooks, attributes and buffers of ours on any submodule (the trainer adds its own, which we ignore)."""
+    traces = []
+    for name, module in model.named_modules():
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        traces += [
+            (name, hook) for hook in hooks if getattr(hook, "__module__", "").startswith("neft_plugins")
+        ]
+        traces += [(name, key) for key in vars(module) if "neft" in key]
+        traces += [(name, key) for key, _ in module.named_buffers(recurse=False) if "neft" in key]
+    return traces
+
+
 def test_detach_leaves_no_hook_attribute_or_buffer():
     model = make_llama().train()
     before = module_traces(model)
@@ -42,6 +55,7 @@ def test_detach_leaves_no_hook_attribute_or_buffer():
     with neftune(model, neftune_alpha=5, neftune_seed=3):
         model(input_ids=torch.randint(4, 60, (2, 8)))
         assert module_traces(model) != before
+        assert len(neft_traces(model)) == 3
     assert module_traces(model) == before
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
 
@@ -143,7 +157,7 @@ def test_lora_model_is_noised_at_the_base_embeddings():
 
 
 def test_model_without_input_embeddings_is_a_clear_error():
-    with pytest.raises(NEFTuneAttachError, match="Sequential has no input embeddings"):
+    with pytest.raises(NEFTuneAttachError, match=r"Sequential has no input embeddings"):
         attach(torch.nn.Sequential(torch.nn.Linear(2, 2)), neftune_alpha=5)
 
 
@@ -170,7 +184,7 @@ def test_never_twice():
     with neftune(model, neftune_alpha=5), pytest.raises(NEFTuneConflictError, match="already attached"):
         attach(model, neftune_alpha=5)
     model.get_input_embeddings().neftune_noise_alpha = 5.0  # what transformers' built-in sets
-    with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5.0"):
+    with pytest.raises(NEFTuneConflictError, match=r"neftune_noise_alpha: got 5\.0"):
         attach(model, neftune_alpha=5)
 
 

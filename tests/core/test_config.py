@@ -35,7 +35,10 @@ def test_defaults_are_off_and_follow_the_paper():
             {"neftune_schedule": "step"},
             "neftune_schedule: got 'step'; expected one of 'constant', 'linear', 'cosine'",
         ),
-        ({"neftune_scope": "answer"}, "neftune_scope: got 'answer'; expected one of 'all', 'prompt', 'response'"),
+        (
+            {"neftune_scope": "answer"},
+            "neftune_scope: got 'answer'; expected one of 'all', 'prompt', 'response'",
+        ),
         ({"neftune_length": "row"}, "neftune_length: got 'row'; expected one of 'sequence', 'padded'"),
         ({"neftune_seed": 1.5}, "neftune_seed: got 1.5; expected an integer in [0, 2**63)"),
         ({"neftune_seed": -3}, "neftune_seed: got -3; expected an integer in [0, 2**63)"),

@@ -1,5 +1,6 @@
 """The pure functions, and the noise they produce inside a real model's forward pass."""
 
+import itertools
 import math
 
 import pytest
@@ -46,7 +47,9 @@ def test_scope_counts_only_the_tokens_in_scope():
     assert response.tolist() == [[False, False, True, True, True, False]]
     assert prompt.tolist() == [[True, True, False, False, False, False]]
     scale = per_token_scale(segments, response, alpha=1.0, dim=1)
-    assert torch.allclose(scale, torch.tensor([[0, 0, 1 / math.sqrt(3)] * 1 + [1 / math.sqrt(3)] * 2 + [0.0]]))
+    assert torch.allclose(
+        scale, torch.tensor([[0, 0, 1 / math.sqrt(3)] * 1 + [1 / math.sqrt(3)] * 2 + [0.0]])
+    )
     with pytest.raises(ValueError, match="needs `labels`"):
         scope_mask(segments, None, "prompt")
 
@@ -147,7 +150,7 @@ def test_packed_row_noise_norm_per_segment(recorder, assert_noise_norms):
         clean, noisy = noised_embeddings(model, input_ids, position_ids=positions)
     noise = (noisy - clean)[0]
     bounds = torch.tensor([0, *lengths]).cumsum(0)
-    norms = torch.stack([noise[a:b].norm() for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    norms = torch.stack([noise[a:b].norm() for a, b in itertools.pairwise(bounds)])
     assert_noise_norms(norms, alpha=10, min_elements=3 * DIM)
     assert_noise_norms(recorder.sequence_noise_norms(), alpha=10, min_elements=3 * DIM)
 
@@ -166,7 +169,10 @@ def test_response_scope_noises_response_tokens_only(assert_noise_norms):
 
 def test_scope_without_labels_is_a_clear_error():
     model = make_llama(hidden_size=DIM).train()
-    with neftune(model, neftune_alpha=5, neftune_scope="prompt"), pytest.raises(NEFTuneInputError, match="labels"):
+    with (
+        neftune(model, neftune_alpha=5, neftune_scope="prompt"),
+        pytest.raises(NEFTuneInputError, match="labels"),
+    ):
         model(input_ids=torch.randint(4, 60, (1, 5)))
 
 
