@@ -16,7 +16,7 @@ def plugin_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs.NeftHookSpecs)
     for plugin in BUILTIN_PLUGINS:
-        manager.register(plugin)
+        manager.register(plugin, name=f"builtin:{type(plugin).__name__}")
     manager.load_setuptools_entrypoints(hookspecs.PROJECT)
     return manager
 

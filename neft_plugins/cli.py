@@ -1,0 +1,65 @@
+"""The ``neft`` command: ``neft demo``, ``neft report``, ``neft check CONFIG``, ``neft plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.plugins import distributions, plugin_manager, schedules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from neft_plugins.demo.cli import demo_main
+
+        return demo_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from neft_plugins.demo.cli import report_main
+
+        return report_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="neft", description="NEFTune, done right.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="fine-tune a real small model with and without NEFTune and compare")
+    commands.add_parser("report", help="compare two sets of generations with the paper's measures")
+    check = commands.add_parser("check", help="validate the neftune_* keys of a YAML or JSON config")
+    check.add_argument("config", type=Path)
+    commands.add_parser("plugins", help="list the distributions, schedules and plugins installed")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.config)
+    return _list_plugins()
+
+
+def _check(path: Path) -> int:
+    text = path.read_text()
+    if path.suffix == ".json":
+        mapping = json.loads(text)
+    else:
+        try:
+            import yaml
+        except ImportError as error:
+            raise SystemExit("neft check: reading YAML needs PyYAML (pip install pyyaml)") from error
+        mapping = yaml.safe_load(text)
+    try:
+        config = NEFTuneConfig.from_mapping(mapping or {})
+    except NEFTuneConfigError as error:
+        print(f"{path}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(config.as_dict(), indent=2))
+    return 0
+
+
+def _list_plugins() -> int:
+    print("distributions:", ", ".join(distributions()))
+    print("schedules:", ", ".join(schedules()))
+    for name, plugin in plugin_manager().list_name_plugin():
+        print(f"plugin: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
