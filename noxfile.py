@@ -31,11 +31,11 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     session.run("python", "-m", "pytest", *paths, *session.posargs, env=OFFLINE_ENV)
 
 
-@nox.session(python=False)
+@nox.session
 def lint(session: nox.Session) -> None:
-    session.run("python3", "-m", "pip", "install", "-q", "ruff==0.14.*")
-    session.run("python3", "-m", "ruff", "check", ".")
-    session.run("python3", "-m", "ruff", "format", "--check", ".")
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
