@@ -10,7 +10,13 @@ Imports of llamafactory happen only when a command runs.
 from __future__ import annotations
 
 from neft_plugins.integrations.llamafactory.compat import TESTED_VERSIONS, LlamaFactoryHookError
-from neft_plugins.integrations.llamafactory.train import build_callbacks, load_args, prepare_args, run_train
+from neft_plugins.integrations.llamafactory.train import (
+    build_callbacks,
+    load_args,
+    prepare_args,
+    run_prepared,
+    run_train,
+)
 
 __all__ = [
     "TESTED_VERSIONS",
@@ -18,5 +24,6 @@ __all__ = [
     "build_callbacks",
     "load_args",
     "prepare_args",
+    "run_prepared",
     "run_train",
 ]

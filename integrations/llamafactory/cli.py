@@ -63,12 +63,14 @@ def train(args: Sequence[str]) -> int:
     if not args or not args[0].endswith((".yaml", ".yml", ".json")):
         print("neft-llamafactory train: expected CONFIG.yaml (or .json) first\n\n" + USAGE, file=sys.stderr)
         return 2
-    from neft_plugins.integrations.llamafactory.train import load_args, prepare_args, run_train
+    from neft_plugins.integrations.llamafactory.train import load_args, prepare_args, run_prepared
 
+    neft_config, rest = prepare_args(
+        load_args(args[0], args[1:])
+    )  # bad keys stop here, before LLaMA-Factory loads
     if _needs_torchrun():
-        prepare_args(load_args(args[0], args[1:]))  # bad keys fail here, once, not in every worker
         return _torchrun(args)
-    run_train(args[0], args[1:])
+    run_prepared(neft_config, rest)
     return 0
 
 

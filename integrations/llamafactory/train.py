@@ -112,9 +112,13 @@ def run_train(
 
     ``callbacks`` are extra transformers callbacks, given to ``run_exp`` after ours.
     """
-    neft_config, rest = prepare_args(load_args(config, overrides))
+    run_prepared(*prepare_args(load_args(config, overrides)), callbacks=callbacks)
+
+
+def run_prepared(neft_config: NEFTuneConfig, args: Mapping[str, Any], callbacks: Iterable[Any] = ()) -> None:
+    """``run_exp`` on arguments already split by :func:`prepare_args`."""
     run_exp = compat.train_entry()
     if neft_config.enabled:
-        run_exp(args=rest, callbacks=build_callbacks(neft_config, callbacks))
+        run_exp(args=dict(args), callbacks=build_callbacks(neft_config, callbacks))
     else:
-        run_exp(args=rest, callbacks=list(callbacks))
+        run_exp(args=dict(args), callbacks=list(callbacks))

@@ -1,0 +1,115 @@
+"""Real ``neft-llamafactory train`` runs of the example configs on a tiny local Llama (CPU, 3 steps each).
+
+What they prove: our keys are taken out before LLaMA-Factory parses the YAML, NEFTune is attached and
+detached, and every logging step reports a per-sequence noise norm of alpha/sqrt(3) - which a padded or
+packed-row L would miss by a factor of about sqrt(L_row / L_sequence).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import (
+    EXAMPLES,
+    NORM_TOLERANCE,
+    ROOT,
+    UNIFORM_NORM,
+    assert_noise_norms,
+    console_script,
+    run,
+    tiny_overrides,
+)
+
+HERE = Path(__file__).resolve().parent
+ATTACHED = "neft_plugins: attached NEFTune to LlamaForCausalLM.model.embed_tokens (alpha={alpha}"
+DETACHED = "neft_plugins: detached NEFTune from LlamaForCausalLM.model.embed_tokens"
+
+
+def train(config: str, model: Path, output_dir: Path, **extra: object):
+    command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / config)]
+    result = run([*command, *tiny_overrides(model, output_dir, **extra)], cwd=ROOT, output_dir=output_dir)
+    assert result.returncode == 0, result.text[-6000:]
+    return result
+
+
+def spy_train(config: str, model: Path, tmp_path: Path, **extra: object):
+    output_dir, report = tmp_path / "out", tmp_path / "spy.json"
+    command = [sys.executable, str(HERE / "spy_run.py"), str(report), str(EXAMPLES / config)]
+    result = run([*command, *tiny_overrides(model, output_dir, **extra)], cwd=ROOT, output_dir=output_dir)
+    assert result.returncode == 0, result.text[-6000:]
+    return result, json.loads(report.read_text())
+
+
+def assert_lifecycle(result, alpha: float) -> None:
+    assert ATTACHED.format(alpha=float(alpha)) in result.stderr, result.stderr[-3000:]
+    assert DETACHED in result.stderr
+    assert result.stderr.index(ATTACHED.format(alpha=float(alpha))) < result.stderr.index(DETACHED)
+
+
+@pytest.mark.parametrize(
+    ("config", "alpha", "extra"),
+    [
+        pytest.param("sft_full_neftune.yaml", 10.0, {"neftune_alpha": 10}, id="sft-full"),
+        pytest.param("sft_lora_neftune.yaml", 5.0, {}, id="sft-lora"),
+        pytest.param("sft_qlora_neftune.yaml", 5.0, {}, id="sft-qlora"),
+        pytest.param(
+            "sft_lora_neftune.yaml", 15.0, {"packing": "true", "neftune_alpha": 15}, id="sft-packing"
+        ),
+    ],
+)
+def test_example_trains_with_per_sequence_noise(config, alpha, extra, tiny_model, tmp_path):
+    result = train(config, tiny_model, tmp_path / "out", **extra)
+    assert_lifecycle(result, alpha)
+    assert_noise_norms(result.metrics, alpha, steps=3)  # printed to the console
+    assert_noise_norms(result.history(), alpha, steps=3)  # trainer_state.json (TensorBoard/W&B get the same)
+    if config == "sft_qlora_neftune.yaml":
+        assert "Quantizing model to 4 bit with bitsandbytes" in result.text
+
+
+def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model, tmp_path):
+    """Neat packing: segment ids become a 4-D block-diagonal float mask [B,1,L,L] (no flash-attention on
+    CPU); each packed sequence must still get noise norm alpha/sqrt(3) and padding none."""
+    alpha = 5.0
+    result, calls = spy_train("sft_neat_packing_neftune.yaml", tiny_model, tmp_path)
+    assert_lifecycle(result, alpha)
+    assert_noise_norms(result.metrics, alpha, steps=3)
+    assert_noise_norms(result.history(), alpha, steps=3)
+
+    assert calls and all(call["grad_enabled"] and call["training"] for call in calls)
+    for call in calls:
+        rows, length = call["rows"], call["mask_shape"][-1]
+        assert call["mask_shape"] == [rows, 1, length, length], call["mask_shape"]
+        assert "float" in call["mask_dtype"]
+        assert call["padding_max_abs_noise"] == 0.0, "padding got noise"
+    segments = [segment for call in calls for segment in call["segments"]]
+    assert len(segments) > 3 * sum(call["rows"] for call in calls) / 2, "rows were not packed"
+    norms = [norm for _, norm in segments]
+    expected = alpha * UNIFORM_NORM
+    assert all(abs(norm / expected - 1) < 0.25 for norm in norms), norms  # per sequence, 3+ tokens
+    assert sum(norms) / len(norms) == pytest.approx(expected, rel=NORM_TOLERANCE / 2)
+    # What one L for the whole packed row (transformers' built-in) would have given instead:
+    row_l = sum(n for n, _ in segments) / sum(call["rows"] for call in calls)
+    mean_l = sum(n for n, _ in segments) / len(segments)
+    assert (mean_l / row_l) ** 0.5 < 1 - 3 * NORM_TOLERANCE, "test data too weakly packed to tell"
+
+
+def test_dpo_noises_policy_passes_and_not_reference_passes(tiny_model, tmp_path):
+    """DPO with LoRA: the reference model is the policy with its adapter disabled under torch.no_grad()."""
+    alpha = 5.0
+    result, calls = spy_train("dpo_lora_neftune.yaml", tiny_model, tmp_path, per_device_train_batch_size=2)
+    assert_lifecycle(result, alpha)
+    assert_noise_norms(result.metrics, alpha, steps=3)
+    assert "rewards/chosen" in result.metrics[0]
+
+    policy = [call for call in calls if call["grad_enabled"]]
+    reference = [call for call in calls if not call["grad_enabled"]]
+    assert len(policy) == 3 and len(reference) == 3, [(c["grad_enabled"], c["rows"]) for c in calls]
+    assert all(call["max_abs_noise"] == 0.0 for call in reference), "a reference pass got noise"
+    assert all(call["max_abs_noise"] > 0 and call["padding_max_abs_noise"] == 0.0 for call in policy)
+    for call in policy:
+        assert call["rows"] == 4  # chosen + rejected of 2 examples
+        for tokens, norm in call["segments"]:
+            assert norm == pytest.approx(alpha * UNIFORM_NORM, rel=0.25), (tokens, norm)
