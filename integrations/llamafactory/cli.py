@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 USAGE = """usage:
   neft-llamafactory train CONFIG.yaml [key=value ...]  `llamafactory-cli train` with neft-plugins' NEFTune
+  neft-llamafactory train --key value ...              the same, arguments as in LLaMA Board's preview
   neft-llamafactory webui                              LLaMA Board, NEFTune options in the Train tab
   neft-llamafactory version                            versions of neft-plugins and llamafactory
 
@@ -60,14 +61,14 @@ def _torchrun(args: Sequence[str]) -> int:
 
 
 def train(args: Sequence[str]) -> int:
-    if not args or not args[0].endswith((".yaml", ".yml", ".json")):
-        print("neft-llamafactory train: expected CONFIG.yaml (or .json) first\n\n" + USAGE, file=sys.stderr)
+    if not args:
+        print("neft-llamafactory train: expected CONFIG.yaml or --key value ...\n\n" + USAGE, file=sys.stderr)
         return 2
     from neft_plugins.integrations.llamafactory.train import load_args, prepare_args, run_prepared
 
-    neft_config, rest = prepare_args(
-        load_args(args[0], args[1:])
-    )  # bad keys stop here, before LLaMA-Factory loads
+    from_file = args[0].endswith((".yaml", ".yml", ".json"))
+    # Bad keys stop here, before LLaMA-Factory loads.
+    neft_config, rest = prepare_args(load_args(args[0], args[1:]) if from_file else args)
     if _needs_torchrun():
         return _torchrun(args)
     run_prepared(neft_config, rest)

@@ -48,11 +48,53 @@ def load_args(
     return merged
 
 
-def prepare_args(args: Mapping[str, Any]) -> tuple[NEFTuneConfig, dict[str, Any]]:
+def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """``--neftune_alpha 15 --stage sft ...`` (the web UI's command preview): our keys, typed as YAML types
+    them, and the other arguments unchanged for LLaMA-Factory's own command-line parser."""
+    import yaml
+
+    ours: dict[str, Any] = {}
+    rest: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        key, has_value, value = item.removeprefix("--").partition("=")
+        if item.startswith("--") and key in CONFIG_KEYS:
+            if not has_value:
+                if index + 1 >= len(items):
+                    raise NEFTuneConfigError(f"{key}: no value given after --{key}")
+                index += 1
+                value = items[index]
+            ours[key] = yaml.safe_load(value)
+        else:
+            rest.append(item)
+        index += 1
+    return ours, rest
+
+
+def _argv_value(argv: Sequence[str], key: str) -> Any:
+    import yaml
+
+    for index, item in enumerate(argv):
+        if item == f"--{key}" and index + 1 < len(argv):
+            return yaml.safe_load(argv[index + 1])
+        if item.startswith(f"--{key}="):
+            return yaml.safe_load(item.partition("=")[2])
+    return None
+
+
+def prepare_args(args: Mapping[str, Any] | Sequence[str]) -> tuple[NEFTuneConfig, Any]:
     """Split our keys out (validated) and check the rest can be noised by us, before any model loads.
 
-    Returns our config and the arguments LLaMA-Factory gets, without our keys (it rejects unknown keys).
+    ``args`` is a mapping (a YAML config) or ``--key value`` arguments. Returns our config and what
+    LLaMA-Factory gets, without our keys (it rejects unknown keys).
     """
+    if not isinstance(args, Mapping):
+        ours, argv = split_argv(args)
+        checked = {key: _argv_value(argv, key) for key in (BUILTIN_KEY, "stage")}
+        config, _ = prepare_args({**{k: v for k, v in checked.items() if v is not None}, **ours})
+        return config, argv
     config, rest = NEFTuneConfig.split(args)
     builtin = rest.get(BUILTIN_KEY)
     if args.get("neftune_alpha") is not None and builtin not in (None, 0):
@@ -110,15 +152,16 @@ def run_train(
 ) -> None:
     """Train with LLaMA-Factory and neft-plugins' NEFTune: ``run_train("sft.yaml", ["neftune_alpha=10"])``.
 
-    ``callbacks`` are extra transformers callbacks, given to ``run_exp`` after ours.
+    ``overrides`` are ``key=value`` items; ``callbacks`` are extra transformers callbacks, after ours.
     """
     run_prepared(*prepare_args(load_args(config, overrides)), callbacks=callbacks)
 
 
-def run_prepared(neft_config: NEFTuneConfig, args: Mapping[str, Any], callbacks: Iterable[Any] = ()) -> None:
+def run_prepared(neft_config: NEFTuneConfig, args: Any, callbacks: Iterable[Any] = ()) -> None:
     """``run_exp`` on arguments already split by :func:`prepare_args`."""
     run_exp = compat.train_entry()
+    args = dict(args) if isinstance(args, Mapping) else list(args)
     if neft_config.enabled:
-        run_exp(args=dict(args), callbacks=build_callbacks(neft_config, callbacks))
+        run_exp(args=args, callbacks=build_callbacks(neft_config, callbacks))
     else:
-        run_exp(args=dict(args), callbacks=list(callbacks))
+        run_exp(args=args, callbacks=list(callbacks))

@@ -108,7 +108,7 @@ def tiny_overrides(model_dir: Path, output_dir: Path, **extra: object) -> list[s
         "bf16": "false",
         "preprocessing_num_workers": "null",
         "dataloader_num_workers": 0,
-        "warmup_ratio": 0.0,
+        "warmup_steps": 0,
         "gradient_accumulation_steps": 1,
     }
     values.update(extra)
