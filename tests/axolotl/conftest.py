@@ -1,0 +1,35 @@
+"""Session fixtures: the tiny local assets, built once, and cached ``axolotl train`` runs of the examples."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tiny_assets
+from cli_helpers import AxolotlRun, example_config, run_axolotl
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny Llama + tokenizer and the jsonl datasets, built once per session."""
+    return tiny_assets.build(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """``train_example(name, **overrides)`` runs an example config once per session and caches the run."""
+    runs: dict[tuple, AxolotlRun] = {}
+
+    def train(name: str, **overrides: Any) -> AxolotlRun:
+        key = (name, tuple(sorted(overrides.items())))
+        if key not in runs:
+            folder = tmp_path_factory.mktemp(f"axolotl-{name}")
+            runs[key] = run_axolotl(example_config(name, tiny, folder, **overrides), folder)
+        return runs[key]
+
+    return train

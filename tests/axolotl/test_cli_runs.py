@@ -1,0 +1,125 @@
+"""The real ``axolotl train`` CLI with the plugin, on each example config (tiny local Llama, local jsonl).
+
+Everything is asserted from the run's own output: the console logs of the plugin's callback and the
+per-step metrics the trainer prints (``neft/noise_norm``, ``neft/tokens_noised``, TRL's ``num_tokens``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+
+import pytest
+import tiny_assets
+from cli_helpers import ATTACHED, DETACHED, SEQUENCE_LEN, AxolotlRun
+
+ALPHA = 5.0
+PAPER_NORM = ALPHA / math.sqrt(3)  # expected noise norm of one sequence, uniform noise, per-sequence L
+# Each logged value is a mean over >= 2 sequences of >= ~30 tokens x 64 dims; its spread is < 1%, and
+# the printed value has 4 significant digits. A wrong L misses by 25% or more here.
+TOLERANCE = 0.05
+
+
+def assert_lifecycle(run: AxolotlRun) -> None:
+    """Attached before the first training step, detached after the last, and noise on every step."""
+    assert run.returncode == 0, run.describe()
+    assert len(run.steps) == run.config["max_steps"], run.describe()
+    attached = run.output.find(ATTACHED)
+    detached = run.output.find(DETACHED)
+    first_step = run.output.find("'neft/noise_norm'")
+    last_step = run.output.rfind("'neft/noise_norm'")
+    assert 0 <= attached < first_step, "the plugin's callback did not attach before training"
+    assert last_step < detached, "the plugin's callback did not detach after training"
+    assert run.output.count(ATTACHED) == run.output.count(DETACHED) == 1
+    assert run.metric("neft/alpha") == [ALPHA] * len(run.steps)
+    assert all(tokens > 0 for tokens in run.metric("neft/tokens_noised"))
+
+
+def mean_noise_norm(run: AxolotlRun) -> float:
+    return statistics.fmean(run.metric("neft/noise_norm"))
+
+
+def assert_paper_norm(run: AxolotlRun) -> None:
+    measured = mean_noise_norm(run)
+    assert measured == pytest.approx(PAPER_NORM, rel=TOLERANCE), (
+        f"neft/noise_norm {run.metric('neft/noise_norm')} (mean {measured:.4f}); "
+        f"expected alpha/sqrt(3) = {PAPER_NORM:.4f} +- {TOLERANCE:.0%}"
+    )
+
+
+@pytest.mark.parametrize("example", ["lora", "qlora", "full"])
+def test_sft_noises_each_sequence_with_paper_norm(train_example, example):
+    run = train_example(example)
+    assert_lifecycle(run)
+    assert_paper_norm(run)
+
+
+def test_qlora_trains_a_4bit_model(train_example):
+    run = train_example("qlora")
+    assert run.returncode == 0, run.describe()
+    assert run.config["adapter"] == "qlora" and run.config["load_in_4bit"] is True
+    assert '"load_in_4bit": true' in run.output  # the validated config Axolotl printed and trained with
+
+
+@pytest.fixture(scope="session")
+def longest_record(tiny) -> int:
+    records = [json.loads(line) for line in tiny["alpaca"].read_text().splitlines()]
+    return tiny_assets.longest_alpaca_tokens(tiny["model"], records)
+
+
+def assert_rows_were_packed(run: AxolotlRun, longest_record: int) -> None:
+    rows = run.config["micro_batch_size"]
+    per_row = [tokens / rows for tokens in run.metric("neft/tokens_noised")]
+    assert all(tokens > 1.5 * longest_record for tokens in per_row), (
+        f"tokens per packed row {per_row}; one record has at most {longest_record}: rows were not packed"
+    )
+
+
+def test_packing_gives_each_packed_sequence_its_own_length(train_example, longest_record):
+    """The example as users run it (a packing-capable attention backend: Axolotl drops attention_mask and
+    sends position_ids that restart for each packed sequence)."""
+    run = train_example("packing")
+    assert_lifecycle(run)
+    assert_rows_were_packed(run, longest_record)
+    assert_paper_norm(run)
+
+
+def test_packing_with_segment_ids_in_attention_mask(train_example, longest_record):
+    """No attention backend named: Axolotl's multipack collator puts segment ids 1..K in attention_mask
+    (0 = padding). Each segment gets its own L, and padding gets no noise."""
+    run = train_example("packing", attn_implementation=None)
+    assert_lifecycle(run)
+    assert_rows_were_packed(run, longest_record)
+    assert_paper_norm(run)
+    capacity = run.config["micro_batch_size"] * SEQUENCE_LEN
+    assert all(tokens < capacity for tokens in run.metric("neft/tokens_noised")), (
+        f"neft/tokens_noised {run.metric('neft/tokens_noised')} vs {capacity} positions per step: "
+        "the padding at the end of the packed rows was noised"
+    )
+
+
+def test_packing_norm_tells_per_sequence_from_row_length(train_example):
+    """Control: the same run with L = the packed row (``neftune_length: padded``, transformers' built-in
+    scaling). Each sequence then gets alpha/sqrt(3) * sqrt(L_s / L_row): here about 0.35-0.65x, so the
+    per-sequence check above would fail if our hook used the row length."""
+    per_sequence = train_example("packing")
+    per_row = train_example("packing", neftune_length="padded")
+    assert_lifecycle(per_row)
+    ratio = mean_noise_norm(per_row) / PAPER_NORM
+    assert ratio < 1 - 5 * TOLERANCE, f"noise norm with the row's L is {ratio:.3f}x alpha/sqrt(3)"
+    assert mean_noise_norm(per_sequence) / mean_noise_norm(per_row) > 1.3
+
+
+def test_dpo_noises_policy_passes_only(train_example):
+    """``rl: dpo`` (Axolotl ignores its built-in key there). The LoRA reference pass runs the same model,
+    adapters off, under no_grad: it must get no noise. TRL counts the tokens of the policy pass in
+    ``num_tokens``; ``neft/tokens_noised`` must equal it step for step (noised reference passes would
+    double it)."""
+    run = train_example("dpo")
+    assert_lifecycle(run)
+    assert_paper_norm(run)
+    num_tokens = run.metric("num_tokens")
+    policy_tokens = [num_tokens[0]] + [after - before for before, after in itertools.pairwise(num_tokens)]
+    assert run.metric("neft/tokens_noised") == policy_tokens

@@ -1,0 +1,113 @@
+"""The ``neftune_*`` keys join Axolotl's config schema: bad values and the double-NEFTune combination are
+refused when Axolotl loads the config (``axolotl.cli.config.load_cfg``, what ``axolotl train`` calls first),
+with messages that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_helpers import ATTACHED, example_config, run_axolotl
+
+from neft_plugins import CONFIG_KEYS, NEFTuneCallback
+
+
+def load(tiny: dict[str, Path], folder: Path, **overrides: Any):
+    from axolotl.cli.config import load_cfg
+
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(example_config("lora", tiny, folder, **overrides)), encoding="utf-8")
+    return load_cfg(str(path))
+
+
+def test_args_model_has_exactly_the_core_keys():
+    from neft_plugins.integrations.axolotl import NEFTuneArgs, NEFTunePlugin
+
+    assert tuple(NEFTuneArgs.model_fields) == CONFIG_KEYS
+    assert NEFTunePlugin().get_input_args() == "neft_plugins.integrations.axolotl.args.NEFTuneArgs"
+
+
+def test_valid_keys_load_and_become_the_callback_config(tiny, tmp_path):
+    from neft_plugins.integrations.axolotl import NEFTunePlugin
+
+    cfg = load(
+        tiny,
+        tmp_path,
+        neftune_alpha=10,
+        neftune_distribution="gaussian",
+        neftune_schedule="cosine",
+        neftune_scope="response",
+        neftune_seed=7,
+    )
+    assert cfg.neftune_alpha == 10.0
+    [callback] = NEFTunePlugin().add_callbacks_post_trainer(cfg, trainer=None)
+    assert isinstance(callback, NEFTuneCallback)
+    assert callback.config.as_dict() == {
+        "neftune_alpha": 10.0,
+        "neftune_distribution": "gaussian",
+        "neftune_schedule": "cosine",
+        "neftune_scope": "response",
+        "neftune_length": "sequence",
+        "neftune_seed": 7,
+    }
+
+
+def test_alpha_zero_adds_no_callback(tiny, tmp_path):
+    from neft_plugins.integrations.axolotl import NEFTunePlugin
+
+    cfg = load(tiny, tmp_path, neftune_alpha=0)
+    assert NEFTunePlugin().add_callbacks_post_trainer(cfg, trainer=None) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"neftune_alpha": -1}, "neftune_alpha: got -1; expected a finite number >= 0"),
+        ({"neftune_alpha": "five"}, "neftune_alpha: got 'five' (str); expected a finite number >= 0"),
+        (
+            {"neftune_distribution": "laplace"},
+            "neftune_distribution: got 'laplace'; expected one of 'uniform'",
+        ),
+        ({"neftune_schedule": "sometimes"}, "neftune_schedule: got 'sometimes'; expected one of 'constant'"),
+        (
+            {"neftune_scope": "outputs"},
+            "neftune_scope: got 'outputs'; expected one of 'all', 'prompt', 'response'",
+        ),
+        ({"neftune_length": "row"}, "neftune_length: got 'row'; expected one of 'sequence', 'padded'"),
+        ({"neftune_seed": -3}, "neftune_seed: got -3; expected an integer in [0, 2**63)"),
+        (
+            {"neftune_length": "padded", "neftune_scope": "response"},
+            "neftune_scope: got 'response' with neftune_length: 'padded'",
+        ),
+    ],
+)
+def test_bad_values_fail_at_config_load_naming_the_key(tiny, tmp_path, overrides, message):
+    with pytest.raises(ValueError) as error:
+        load(tiny, tmp_path, **overrides)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("builtin_key", ["neftune_noise_alpha", "noisy_embedding_alpha"])
+def test_builtin_key_beside_ours_is_refused(tiny, tmp_path, builtin_key):
+    with pytest.raises(ValueError) as error:
+        load(tiny, tmp_path, **{builtin_key: 5})
+    text = str(error.value)
+    assert f"{builtin_key}: got 5 while neft-plugins' NEFTune is enabled" in text
+    assert "twice" in text and "neftune_alpha" in text
+
+
+def test_builtin_key_alone_is_left_to_axolotl(tiny, tmp_path):
+    cfg = load(tiny, tmp_path, neftune_alpha=None, neftune_noise_alpha=5)
+    assert cfg.neftune_noise_alpha == 5
+
+
+def test_cli_refuses_double_neftune_before_loading_the_model(tiny, tmp_path):
+    config = example_config("lora", tiny, tmp_path, neftune_noise_alpha=5)
+    run = run_axolotl(config, tmp_path)
+    assert run.returncode != 0
+    assert "neftune_noise_alpha: got 5 while neft-plugins' NEFTune is enabled" in run.output, run.describe()
+    assert "Remove neftune_noise_alpha and set neftune_alpha instead" in run.output
+    assert "axolotl.loaders" not in run.output  # stopped before any model or tokenizer was loaded
+    assert ATTACHED not in run.output and not run.steps
