@@ -20,9 +20,6 @@ from neft_plugins.stats import NoiseRecord, NoiseStats
 
 logger = logging.getLogger("neft_plugins")
 
-# Wrappers that hold the real model in `.module` (DDP, DataParallel, FSDP1, DeepSpeed) or `._orig_mod`
-# (torch.compile).
-WRAPPER_ATTRIBUTES = ("_orig_mod", "module")
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
 INPUT_KEYS = ("attention_mask", "position_ids", "labels", "cu_seq_lens_q")
 
@@ -38,20 +35,14 @@ class NEFTuneInputError(RuntimeError):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip distributed and compile wrappers down to the model that owns the embeddings."""
-    while not hasattr(model, "get_input_embeddings"):
-        inner = next(
-            (
-                getattr(model, name)
-                for name in WRAPPER_ATTRIBUTES
-                if isinstance(getattr(model, name, None), nn.Module)
-            ),
-            None,
-        )
-        if inner is None:
-            break
+    """Strip torch.compile and distributed wrappers down to the model that owns the embeddings."""
+    while True:
+        compiled = getattr(model, "_orig_mod", None)
+        wrapped = getattr(model, "module", None) if not hasattr(model, "get_input_embeddings") else None
+        inner = compiled if isinstance(compiled, nn.Module) else wrapped
+        if not isinstance(inner, nn.Module):
+            return model
         model = inner
-    return model
 
 
 def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
@@ -106,7 +97,8 @@ class NEFTuneHandle:
         self._hooks = [
             model.register_forward_pre_hook(self._enter_call, with_kwargs=True),
             model.register_forward_hook(self._leave_call, always_call=True),
-            self.embeddings.register_forward_hook(self._noise_hook),
+            # Eager even inside torch.compile: observers and schedules must not become graph guards.
+            self.embeddings.register_forward_hook(torch.compiler.disable(self._noise_hook)),
         ]
         _attached[self.embeddings] = self
         settings = ", ".join(

@@ -46,7 +46,7 @@ class NEFTuneCallback(TrainerCallback):
         self.handle = attach(model, self.config)
         self.handle.set_step(state.global_step, state.max_steps)
         if state.global_step > 0:
-            self._load_state(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+            self._load_state(_resumed_checkpoint(args.output_dir, state.global_step))
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.handle is not None:
@@ -118,6 +118,18 @@ def _refuse_builtin(trainer: Trainer) -> None:
 
             deactivate_neftune(trainer.model, builtin_hook, trainer.accelerator)
         raise
+
+
+def _resumed_checkpoint(output_dir: str, step: int) -> str:
+    """The folder train(resume_from_checkpoint=...) resumed from: train()'s own argument when it named
+    one, else the trainer's standard ``checkpoint-<step>`` folder."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        named = frame.f_locals.get("resume_from_checkpoint")
+        if isinstance(named, (str, os.PathLike)):
+            return os.fspath(named)
+        frame = frame.f_back
+    return os.path.join(output_dir, f"checkpoint-{step}")
 
 
 def _calling_trainer() -> Trainer:

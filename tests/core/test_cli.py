@@ -12,7 +12,10 @@ def test_check_accepts_a_good_config_and_names_the_bad_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("neftune_alpha: 5\nneftune_distribution: laplace\n")
     assert main(["check", str(bad)]) == 2
-    assert "neftune_distribution: got 'laplace'; expected one of 'uniform', 'gaussian'" in capsys.readouterr().err
+    assert (
+        "neftune_distribution: got 'laplace'; expected one of 'uniform', 'gaussian'"
+        in capsys.readouterr().err
+    )
 
 
 def test_console_script_lists_the_builtin_plugins():

@@ -115,7 +115,7 @@ def noised_embeddings(model, input_ids, **inputs):
     """Run a training forward pass and return (clean, noised) embeddings of it."""
     captured = {}
     embeddings = model.get_input_embeddings()
-    hook = embeddings.register_forward_hook(lambda module, args, output: captured.setdefault("out", output))
+    hook = embeddings.register_forward_hook(lambda module, args, output: captured.update(out=output))
     try:
         model(input_ids=input_ids, **inputs)
     finally:

@@ -1,0 +1,179 @@
+"""Distributed ranks, exact resume, gradient checkpointing and torch.compile, run for real on CPU."""
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny import make_llama, make_tokenizer, text_records
+from trl import SFTConfig, SFTTrainer
+
+from neft_plugins import NEFTuneCallback, neftune
+from neft_plugins.callback import STATE_FILE
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize("seed", ["none", "7"])
+def test_ddp_two_ranks_draw_different_noise_of_the_right_norm(tmp_path, seed, assert_noise_norms):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+    ]
+    command += ["--master_port", port]
+    subprocess.run([*command, str(HERE / "ddp_train.py"), str(tmp_path), seed], check=True, timeout=300)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["torch_seed"] == ranks[1]["torch_seed"], "both ranks seeded the global RNG alike"
+    # Identical batches on both ranks: identical noise would give identical per-sequence norms.
+    assert len(ranks[0]["norms"]) == len(ranks[1]["norms"]) == 4
+    assert all(a != b for a, b in zip(ranks[0]["norms"], ranks[1]["norms"], strict=True))
+    for rank in ranks:
+        assert_noise_norms(torch.tensor(rank["norms"]), 5.0, 20 * 64)
+
+
+def resume_args(output_dir, max_steps):
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        report_to=[],
+        use_cpu=True,
+        max_length=64,
+        learning_rate=1e-3,
+        seed=3,
+    )
+
+
+def losses(trainer, steps=(3, 4)):
+    return {
+        entry["step"]: entry["loss"]
+        for entry in trainer.state.log_history
+        if entry.get("step") in steps and "loss" in entry
+    }
+
+
+def test_resume_continues_the_noise_exactly(tmp_path):
+    dataset = Dataset.from_list(text_records(40, lengths=(3, 20)))
+    tokenizer = make_tokenizer()
+
+    def trainer(output_dir):
+        return SFTTrainer(
+            model=make_llama(),
+            args=resume_args(output_dir, 4),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[NEFTuneCallback(neftune_alpha=15, neftune_seed=5)],
+        )
+
+    uninterrupted = trainer(tmp_path / "a")
+    uninterrupted.train()
+    checkpoint = tmp_path / "a" / "checkpoint-2"
+    assert (checkpoint / STATE_FILE.format(rank=0)).exists(), "the noise generator's state is checkpointed"
+
+    resumed = trainer(tmp_path / "b")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert len(losses(resumed)) == 2 and losses(resumed) == losses(uninterrupted)
+
+    (checkpoint / STATE_FILE.format(rank=0)).unlink()  # without the saved state the noise would restart
+    restarted = trainer(tmp_path / "c")
+    restarted.train(resume_from_checkpoint=str(checkpoint))
+    assert losses(restarted) != losses(resumed)
+
+
+def captured_noise_run(model, inputs, trainable):
+    """One seeded training step; returns (gradients, the exact noise that was added)."""
+    added = {}
+    embeddings = model.get_input_embeddings()
+    with neftune(model, neftune_alpha=15, neftune_seed=1):
+        hook = embeddings.register_forward_hook(lambda m, a, out: added.update(noisy=out.detach().clone()))
+        try:
+            model(**inputs).loss.backward()
+        finally:
+            hook.remove()
+    with torch.no_grad():
+        noise = added["noisy"] - embeddings(inputs["input_ids"])
+    return {name: p.grad.clone() for name, p in trainable(model)}, noise
+
+
+@pytest.mark.parametrize("mode", ["reentrant", "non_reentrant", "peft_input_require_grads"])
+def test_gradient_checkpointing_gradients_match_a_hand_computed_reference(mode):
+    from peft import LoraConfig, get_peft_model
+
+    def build():
+        model = make_llama()
+        if mode == "peft_input_require_grads":
+            model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        return model.train()
+
+    def trainable(model):
+        return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+    input_ids = torch.randint(4, 60, (3, 20))
+    mask = torch.ones_like(input_ids)
+    mask[0, 7:] = 0
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "labels": input_ids.masked_fill(mask == 0, -100),
+    }
+
+    model = build()
+    model.gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": mode != "non_reentrant"}
+    )
+    if mode == "peft_input_require_grads":
+        model.enable_input_require_grads()
+    gradients, noise = captured_noise_run(model, inputs, trainable)
+    assert torch.count_nonzero(noise[0, 7:]) == 0 and torch.count_nonzero(noise[0, :7]) == 7 * 64
+
+    reference = build()  # same initial weights, no checkpointing, the same noise added by hand
+    hook = reference.get_input_embeddings().register_forward_hook(lambda m, a, out: out + noise)
+    try:
+        reference(**inputs).loss.backward()
+    finally:
+        hook.remove()
+    for name, parameter in trainable(reference):
+        assert torch.allclose(gradients[name], parameter.grad, atol=1e-6), name
+
+
+def test_compiled_model_is_noised_without_recompiling_each_step(recorder):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = make_llama().train()
+    compiled = torch.compile(model, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    graphs_after_step = []
+    with neftune(compiled, neftune_alpha=5, neftune_schedule="cosine") as handle:
+        for step in range(6):
+            handle.set_step(step, 6)
+            input_ids = torch.randint(4, 60, (2, 16))
+            mask = torch.ones_like(input_ids)
+            mask[0, 10:] = 0
+            compiled(input_ids=input_ids, attention_mask=mask, labels=input_ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            graphs_after_step.append(counters["stats"]["unique_graphs"])
+    assert len(recorder.records) == 6, "every compiled training step was noised"
+    assert [int(r.tokens_noised) for r in recorder.records] == [26] * 6, "padding read from the compiled call"
+    assert graphs_after_step[2:] == [graphs_after_step[1]] * 4, f"recompiled per step: {graphs_after_step}"
+    norms = recorder.records[-1].sequence_noise_norms()
+    expected = 5 * 0.5 * (1 + math.cos(math.pi * 5 / 6)) / math.sqrt(3)
+    assert torch.allclose(norms, torch.full_like(norms, expected), rtol=0.2)
