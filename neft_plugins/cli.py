@@ -56,7 +56,7 @@ def _check(path: Path) -> int:
 def _list_plugins() -> int:
     print("distributions:", ", ".join(distributions()))
     print("schedules:", ", ".join(schedules()))
-    for name, plugin in plugin_manager().list_name_plugin():
+    for name, _plugin in plugin_manager().list_name_plugin():
         print(f"plugin: {name}")
     return 0
 

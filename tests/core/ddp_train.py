@@ -6,14 +6,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from tiny import make_llama, make_tokenizer  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+import torch
+import torch.distributed as dist
+from datasets import Dataset
+from tiny import make_llama, make_tokenizer
+from trl import SFTConfig, SFTTrainer
 
-from neft_plugins import NEFTuneCallback, hookimpl  # noqa: E402
-from neft_plugins.plugins import plugin_manager  # noqa: E402
+from neft_plugins import NEFTuneCallback, hookimpl
+from neft_plugins.plugins import plugin_manager
 
 output, seed = Path(sys.argv[1]), (None if sys.argv[2] == "none" else int(sys.argv[2]))
 
