@@ -28,8 +28,7 @@ OPTION_KEYS = ("neftune_distribution", "neftune_schedule", "neftune_scope", "nef
 LABELS = {
     "neftune_alpha": (
         "NEFTune alpha (neft-plugins)",
-        "Noise on the token embeddings, scaled per sequence (padding and packing handled). 0 = off; "
-        "the paper uses 5, 10 or 15.",
+        "Embedding noise per sequence; 0 = off. Paper: 5, 10, 15.",
     ),
     "neftune_distribution": ("NEFTune distribution", "Noise distribution (the paper: uniform)."),
     "neftune_schedule": ("NEFTune schedule", "How alpha changes over the training steps."),
@@ -94,9 +93,11 @@ def _wrap_create_train_tab(create_train_tab: Callable[..., dict[str, Any]]) -> C
             raise LlamaFactoryHookError(
                 "llamafactory web UI: the Train tab has no neftune_alpha or extra_tab"
             )
-        slider.maximum = ALPHA_MAX
-        slider.label, slider.info = LABELS["neftune_alpha"]
-        slider.elem_id = "neftune-alpha"
+        label, info = LABELS["neftune_alpha"]
+        slider.maximum, slider.label, slider.info, slider.elem_id = ALPHA_MAX, label, info, "neftune-alpha"
+        # Gradio rebuilds a component from its constructor arguments when an event updates it (LLaMA Board
+        # relabels every component on load), and validates inputs against the rebuilt one.
+        slider.constructor_args.update(maximum=ALPHA_MAX, label=label, info=info, elem_id="neftune-alpha")
         with extra_tab, gr.Row() as row:
             for control in controls.values():
                 control.render()
@@ -156,6 +157,8 @@ def _update_locales(locales: dict[str, dict[str, dict[str, str]]]) -> None:
         entry = locales.setdefault(key, {})
         for language in languages:
             entry[language] = {"label": label, "info": info}
+            if key == "neftune_alpha":
+                entry[language]["maximum"] = ALPHA_MAX
 
 
 def install() -> WebUIHooks:

@@ -65,6 +65,18 @@ def descendants(block):
     return found
 
 
+def test_slider_stays_0_to_20_when_gradio_rebuilds_it(board):
+    """Gradio rebuilds a component from its constructor arguments on every update (LLaMA Board relabels
+    all of them on page load) and validates the submitted value against the rebuilt one."""
+    engine, _ = board
+    slider = engine.manager.get_elem_by_id("train.neftune_alpha")
+    rebuilt = type(slider)(**{**slider.constructor_args, "render": False})
+    assert rebuilt.maximum == 20
+    assert rebuilt.preprocess(15) == 15
+    update = engine.change_lang("en")[slider]
+    assert update.maximum == 20
+
+
 def test_locales_follow_the_language(board):
     engine, _ = board
     updates = engine.change_lang("zh")

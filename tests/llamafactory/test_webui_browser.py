@@ -1,0 +1,200 @@
+"""A real browser on ``neft-llamafactory webui``: find the NEFTune controls, set alpha to 15, train the tiny
+model, and see in the run's output that neft-plugins' noise was applied.
+
+Headless Debian chromium (``/usr/bin/chromium``, or ``$NEFT_CHROMIUM``) driven by Playwright. Every process
+this test starts (the web UI, the training run it spawns, Playwright's driver, chromium) is stopped by PID.
+Set ``NEFT_SCREENSHOT=path.png`` to keep a screenshot of the option.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import NORM_TOLERANCE, console_script, subprocess_env
+
+psutil = pytest.importorskip("psutil")
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("NEFT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FAST_RUN = {
+    "optim": "adamw_torch",
+    "max_steps": 3,
+    "logging_steps": 1,
+    "save_steps": 1000,
+    "gradient_accumulation_steps": 1,
+    "preprocessing_num_workers": None,
+    "bf16": False,
+    "report_to": "none",
+}
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium; the nox session does)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the web UI exited early"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+def descendants() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def stop(pids: set[int]) -> set[int]:
+    """Terminate each process by PID, kill what is left; return the PIDs still alive."""
+    processes = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            process.terminate()
+            processes.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    for process in alive:
+        process.kill()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    return {process.pid for process in alive}
+
+
+@pytest.fixture
+def board_dir(tmp_path, tiny_model, tiny_data):
+    """LLaMA Board's working directory: the dataset in data/, the tiny model remembered as "Custom"."""
+    shutil.copytree(tiny_data, tmp_path / "data")
+    (tmp_path / "llamaboard_cache").mkdir()
+    user_config = {
+        "lang": "en",
+        "hub_name": "huggingface",
+        "last_model": "Custom",
+        "path_dict": {"Custom": str(tiny_model)},
+        "cache_dir": None,
+    }
+    (tmp_path / "llamaboard_cache" / "user_config.yaml").write_text(yaml.safe_dump(user_config))
+    return tmp_path
+
+
+def test_webui_trains_with_neftune_alpha_15(board_dir, tiny_model):
+    from playwright.sync_api import expect, sync_playwright
+
+    before = descendants()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = open(board_dir / "webui.log", "w")  # noqa: SIM115 - closed in finally
+    webui = subprocess.Popen(
+        [console_script("neft-llamafactory"), "webui"],
+        cwd=board_dir,
+        env=subprocess_env(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    started: set[int] = set()
+    try:
+        wait_for_http(url, webui)
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            started |= descendants() - before
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.set_default_timeout(60_000)
+            try:
+                drive_the_ui(page, expect, url, tiny_model)
+            except BaseException:
+                page.screenshot(path=str(board_dir / "failure.png"), full_page=True)
+                raise
+            finally:
+                started |= descendants() - before
+                browser.close()
+    finally:
+        started |= descendants() - before
+        started.add(webui.pid)
+        still_alive = stop(started)
+        log.close()
+    assert not still_alive, f"processes still alive: {still_alive}"
+    assert not (descendants() - before), "a process started by this test is still running"
+
+    # What the launched run got: our key in its YAML, not transformers' built-in, and per-sequence noise.
+    (run_dir,) = (board_dir / "saves" / "Custom" / "lora").iterdir()
+    train_args = yaml.safe_load((run_dir / "training_args.yaml").read_text())
+    assert train_args["neftune_alpha"] == 15.0 and "neftune_noise_alpha" not in train_args
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    norms = [entry["neft/noise_norm"] for entry in history if "neft/noise_norm" in entry]
+    assert len(norms) == 3
+    assert all(norm == pytest.approx(15 / math.sqrt(3), rel=NORM_TOLERANCE) for norm in norms), norms
+
+
+def drive_the_ui(page, expect, url: str, tiny_model: Path) -> None:
+    page.goto(url)
+    extra_tab = page.get_by_text("Extra configurations", exact=True)
+    extra_tab.wait_for()
+    expect(page.get_by_label("Model path")).to_have_value(str(tiny_model))  # LLaMA Board remembered it
+    dataset = page.get_by_label("Dataset", exact=True).filter(visible=True)
+    dataset.click()  # LLaMA Board lists the datasets of data/dataset_info.json
+    page.get_by_role("option", name="tiny_alpaca").click()
+    page.keyboard.press("Escape")
+
+    extra_tab.click()
+    alpha = page.locator("#neftune-alpha")
+    expect(alpha).to_contain_text("NEFTune alpha (neft-plugins)")
+    slider = alpha.locator("input[type=range]")
+    expect(slider).to_have_attribute("max", "20")  # LLaMA Board's own slider stops at 10
+    number = alpha.locator("input[type=number]")
+    number.fill("15")
+    number.press("Enter")
+    expect(slider).to_have_value("15")
+    for key, default in (("distribution", "uniform"), ("schedule", "constant"), ("scope", "all")):
+        expect(page.locator(f"#neftune-{key} input")).to_have_value(default)
+    page.get_by_label("Extra arguments").filter(visible=True).fill(json.dumps(FAST_RUN))
+    if os.environ.get("NEFT_SCREENSHOT"):  # the option, from the accordion's title to our drop-downs
+        page.locator("#neftune-length").scroll_into_view_if_needed()
+        top, bottom = extra_tab.bounding_box(), page.locator("#neftune-length").bounding_box()
+        clip = {"x": top["x"] - 14, "y": top["y"] - 12}
+        clip.update(
+            width=bottom["x"] + bottom["width"] + 14 - clip["x"],
+            height=bottom["y"] + bottom["height"] + 14 - clip["y"],
+        )
+        page.mouse.move(0, 0)
+        page.screenshot(path=os.environ["NEFT_SCREENSHOT"], clip=clip)
+
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_function(
+        "() => ['Finished.', 'Failed.'].some(word => document.body.innerText.includes(word))", timeout=400_000
+    )
+    shown = page.locator("body").inner_text()
+    assert "Finished." in shown, shown[-4000:]
+    # The run's output, as LLaMA Board shows it: our attach line and our metrics at alpha 15.
+    assert "neft_plugins: attached NEFTune to LlamaForCausalLM.model.embed_tokens (alpha=15.0" in shown
+    assert "neft/alpha=15" in shown and "neft/noise_norm=" in shown
+    assert "neft_plugins: detached NEFTune" in shown
