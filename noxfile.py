@@ -61,3 +61,17 @@ def demo_tests(session: nox.Session) -> None:
     # setuptools: pip reads the fake sdist's metadata without build isolation, so offline.
     session.install(*TORCH_CONSTRAINT, ".[demo,test]", "setuptools")
     _pytest(session, "tests/demo")
+
+
+@nox.session
+def llamafactory(session: nox.Session) -> None:
+    """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama, and LLaMA Board in a
+    headless chromium (Debian's, installed by tests/llamafactory/install_chromium.sh)."""
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    session.install(*TORCH_CONSTRAINT, "llamafactory==0.9.5", ".[test,qlora]", "playwright", "psutil")
+    # The registry's torchvision/torchaudio do not load beside the CPU torch; LLaMA-Factory imports
+    # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
+    session.run("bash", str(ROOT / "tests" / "llamafactory" / "install_chromium.sh"), external=True)
+    env = {**OFFLINE_ENV, "PYTHONPATH": str(ROOT / "tests" / "llamafactory" / "stubs")}
+    session.run("python", "-m", "pytest", "tests/llamafactory", *session.posargs, env=env)
