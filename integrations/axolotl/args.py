@@ -7,6 +7,7 @@ checked when the config is loaded, before any model is. The rules live in the co
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -16,6 +17,8 @@ from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConflictError
 # Axolotl's own NEFTune keys: transformers' built-in (SFT only; Axolotl's RL builders drop it) and its
 # deprecated alias.
 BUILTIN_KEYS = ("neftune_noise_alpha", "noisy_embedding_alpha")
+
+LOG = logging.getLogger(__name__)
 
 
 class NEFTuneArgs(BaseModel):
@@ -60,12 +63,20 @@ class NEFTuneArgs(BaseModel):
     @classmethod
     def check_neftune_keys(cls, data: Any) -> Any:
         """Check the raw YAML values with the core's rules; refuse Axolotl's built-in key beside ours."""
-        if isinstance(data, dict) and neftune_config(data).enabled:
+        if not isinstance(data, dict):
+            return data
+        if neftune_config(data).enabled:
             for key in BUILTIN_KEYS:
                 try:
                     NEFTuneConfig.check_no_builtin(data.get(key), builtin_key=key)
                 except NEFTuneConflictError as error:
                     raise ValueError(str(error)) from None
+        elif data.get("rl") and any(data.get(key) for key in BUILTIN_KEYS):
+            LOG.warning(
+                "neft_plugins: Axolotl's RL trainers (rl: %s) ignore neftune_noise_alpha; "
+                "set neftune_alpha instead to noise with NEFTunePlugin",
+                data["rl"],
+            )
         return data
 
 

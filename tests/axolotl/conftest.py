@@ -22,14 +22,19 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    """``train_example(name, **overrides)`` runs an example config once per session and caches the run."""
+    """``train_example(name, **overrides)`` runs an example config once per session and caches the run.
+
+    The plain LoRA example runs through Axolotl's default launcher (accelerate), exactly as users type it;
+    the other runs use ``--launcher python`` to keep the session short.
+    """
     runs: dict[tuple, AxolotlRun] = {}
 
     def train(name: str, **overrides: Any) -> AxolotlRun:
         key = (name, tuple(sorted(overrides.items())))
         if key not in runs:
             folder = tmp_path_factory.mktemp(f"axolotl-{name}")
-            runs[key] = run_axolotl(example_config(name, tiny, folder, **overrides), folder)
+            launcher = None if key == ("lora", ()) else "python"
+            runs[key] = run_axolotl(example_config(name, tiny, folder, **overrides), folder, launcher)
         return runs[key]
 
     return train
