@@ -159,7 +159,7 @@ class NEFTuneHandle:
             )
         call = self._calls[-1] if self._calls else {}
         batch_shape = (output.shape[0], output.shape[1])
-        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape)
+        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(output.device)
         labels = call.get("labels")
         labels = labels if isinstance(labels, torch.Tensor) and labels.shape == batch_shape else None
         try:

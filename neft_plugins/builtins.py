@@ -71,8 +71,7 @@ class NothingReader:
 
     @hookimpl(trylast=True)
     def neft_read_segments(self, inputs: Mapping[str, Any], batch_shape: tuple[int, int]) -> torch.Tensor:
-        device = next((v.device for v in inputs.values() if isinstance(v, torch.Tensor)), None)
-        return torch.ones(batch_shape, dtype=torch.long, device=device)
+        return torch.ones(batch_shape, dtype=torch.long)
 
 
 class RowMaskReader:
