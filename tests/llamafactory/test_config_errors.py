@@ -4,7 +4,7 @@ with a message naming the key, the value and what is allowed."""
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, ROOT, console_script, run, tiny_overrides
+from lf_helpers import EXAMPLES, ROOT, console_script, run, tiny_overrides
 from neft_plugins.integrations.llamafactory.train import load_args, prepare_args
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfigError, NEFTuneConflictError

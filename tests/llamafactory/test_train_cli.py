@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
+from lf_helpers import (
     EXAMPLES,
     NORM_TOLERANCE,
     ROOT,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NORM_TOLERANCE, console_script, subprocess_env
+from lf_helpers import NORM_TOLERANCE, console_script, subprocess_env
 
 psutil = pytest.importorskip("psutil")
 playwright = pytest.importorskip("playwright.sync_api")

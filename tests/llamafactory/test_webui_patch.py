@@ -151,7 +151,7 @@ def test_command_preview_trains_with_our_noise(board, tiny_model, tiny_data, tmp
     """The preview LLaMA Board shows (--key value form) is a working neft-llamafactory command."""
     import shlex
 
-    from conftest import ROOT, assert_noise_norms, console_script, run
+    from lf_helpers import ROOT, assert_noise_norms, console_script, run
     from llamafactory.webui import runner
 
     engine, _ = board
