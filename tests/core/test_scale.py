@@ -19,8 +19,17 @@ from neft_plugins.callback import STATE_FILE
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("seed", ["none", "7"])
-def test_ddp_two_ranks_draw_different_noise_of_the_right_norm(tmp_path, seed, assert_noise_norms):
+@pytest.mark.parametrize(
+    ("strategy", "seed", "wrapper"),
+    [
+        ("ddp", "none", "DistributedDataParallel"),
+        ("ddp", "7", "DistributedDataParallel"),
+        ("fsdp2", "7", "FSDP"),
+    ],
+)
+def test_two_ranks_draw_different_noise_of_the_right_norm(
+    tmp_path, strategy, seed, wrapper, assert_noise_norms
+):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
@@ -33,9 +42,10 @@ def test_ddp_two_ranks_draw_different_noise_of_the_right_norm(tmp_path, seed, as
         "--master_addr",
         "127.0.0.1",
     ]
-    command += ["--master_port", port]
-    subprocess.run([*command, str(HERE / "ddp_train.py"), str(tmp_path), seed], check=True, timeout=300)
+    command += ["--master_port", port, str(HERE / "distributed_train.py"), str(tmp_path), seed, strategy]
+    subprocess.run(command, check=True, timeout=300)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(rank["wrapper"].startswith(wrapper) for rank in ranks)
     assert ranks[0]["torch_seed"] == ranks[1]["torch_seed"], "both ranks seeded the global RNG alike"
     # Identical batches on both ranks: identical noise would give identical per-sequence norms.
     assert len(ranks[0]["norms"]) == len(ranks[1]["norms"]) == 4
