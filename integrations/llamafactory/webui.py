@@ -6,8 +6,8 @@ Small, checked patches (see :mod:`.compat`):
   distribution, schedule, scope and length drop-downs appear under it, in "Extra configurations".
 - ``Runner._parse_train_args``: the slider becomes our ``neftune_alpha`` (plus the drop-downs' keys)
   instead of transformers' ``neftune_noise_alpha``, so nothing is noised twice.
-- ``Runner._launch``: ``llamafactory-cli train`` becomes ``python -m neft_plugins.integrations.llamafactory.cli
-  train`` (the same as ``neft-llamafactory train``), which accepts our keys; the command preview says so.
+- ``Runner._launch``: ``llamafactory-cli train`` becomes ``neft-llamafactory train``, which accepts our keys;
+  the command preview says so.
 """
 
 from __future__ import annotations
@@ -17,13 +17,20 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError, WebUIHooks, webui_hooks
 
 ALPHA_MAX = 20.0
-TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
 PREVIEW_COMMAND = "neft-llamafactory train"
+_SCRIPT = Path(sys.executable).parent / "neft-llamafactory"
+# The console script beside this interpreter (`python -m` would put the working directory first on sys.path).
+TRAIN_COMMAND = (
+    [str(_SCRIPT), "train"]
+    if _SCRIPT.exists()
+    else [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
+)
 OPTION_KEYS = ("neftune_distribution", "neftune_schedule", "neftune_scope", "neftune_length")
 LABELS = {
     "neftune_alpha": (

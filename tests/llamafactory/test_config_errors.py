@@ -95,3 +95,9 @@ def test_command_line_form_splits_our_keys():
         prepare_args(["--neftune_noise_alpha", "5", "--neftune_alpha", "5"])
     with pytest.raises(NEFTuneConfigError, match="stage: 'ppo'"):
         prepare_args(["--stage=ppo", "--neftune_alpha", "5"])
+
+
+def test_cli_version_names_the_tested_llamafactory():
+    result = run([console_script("neft-llamafactory"), "version"], cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.text
+    assert "llamafactory 0.9.5 (tested: 0.9.5)" in result.stdout
