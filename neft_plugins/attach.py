@@ -14,7 +14,13 @@ import torch
 from torch import nn
 
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError
-from neft_plugins.noise import noise_dtype, padded_magnitude, per_token_scale, scope_mask
+from neft_plugins.noise import (
+    noise_dtype,
+    padded_magnitude,
+    per_token_scale,
+    scope_mask,
+    segment_token_counts,
+)
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 from neft_plugins.stats import NoiseRecord, NoiseStats
 
@@ -75,8 +81,14 @@ def distributed_rank() -> tuple[int, int]:
 class NEFTuneHandle:
     """One attachment of NEFTune to one model. ``detach()`` removes every trace of it."""
 
-    def __init__(self, model: nn.Module, config: NEFTuneConfig) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: NEFTuneConfig,
+        sequence_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
         self.config = config
+        self.sequence_group = sequence_group
         self.embeddings, self.embeddings_path = find_input_embeddings(model)
         if getattr(self.embeddings, "neftune_noise_alpha", None) is not None:
             NEFTuneConfig.check_no_builtin(self.embeddings.neftune_noise_alpha)
@@ -159,7 +171,9 @@ class NEFTuneHandle:
             )
         call = self._calls[-1] if self._calls else {}
         batch_shape = (output.shape[0], output.shape[1])
-        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(output.device)
+        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(
+            output.device
+        )
         labels = call.get("labels")
         labels = labels if isinstance(labels, torch.Tensor) and labels.shape == batch_shape else None
         try:
@@ -172,7 +186,9 @@ class NEFTuneHandle:
             noise = self._sample(torch.empty_like(output), magnitude, generator)
             measured, tokens = segments > 0, segments.new_tensor(segments.numel())
         else:
-            scale = per_token_scale(segments, noised, self.alpha, output.shape[2])
+            scale = per_token_scale(
+                segments, noised, self.alpha, output.shape[2], self._token_counts(segments, noised)
+            )
             buffer = torch.empty(output.shape, dtype=noise_dtype(output), device=output.device)
             noise = self._sample(buffer, 1.0, generator)
             noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
@@ -180,6 +196,19 @@ class NEFTuneHandle:
         record = NoiseRecord.measure(self, self.alpha, output, noise, segments, measured, tokens)
         self._plugins.hook.neft_observe(record=record)
         return output + noise.to(output.dtype)
+
+    def _token_counts(self, segments: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
+        """L_s per segment; under context parallelism, summed over the ranks that hold the sequence's slices."""
+        counts = segment_token_counts(segments, noised)
+        if self.sequence_group is None:
+            return counts
+        if bool((segments > 1).any()):
+            raise NEFTuneInputError(
+                "packed rows under context parallelism: each rank holds a slice of the row, so its sequences "
+                "cannot be told apart locally. Turn packing off, or context parallelism off, with NEFTune."
+            )
+        torch.distributed.all_reduce(counts, group=self.sequence_group)
+        return counts
 
     def _generator_for(self, device: torch.device) -> torch.Generator | None:
         rank, world_size = distributed_rank()
@@ -202,15 +231,31 @@ def _positional_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def attach(model: nn.Module, config: NEFTuneConfig | None = None, **keys: Any) -> NEFTuneHandle:
-    """Attach NEFTune to ``model``: ``attach(model, neftune_alpha=5)`` or ``attach(model, config)``."""
-    return NEFTuneHandle(model, _config(config, keys))
+def attach(
+    model: nn.Module,
+    config: NEFTuneConfig | None = None,
+    *,
+    sequence_group: torch.distributed.ProcessGroup | None = None,
+    **keys: Any,
+) -> NEFTuneHandle:
+    """Attach NEFTune to ``model``: ``attach(model, neftune_alpha=5)`` or ``attach(model, config)``.
+
+    ``sequence_group``: the context-parallel group whose ranks each hold a slice of every sequence; L is
+    then counted over the whole sequence, across the group.
+    """
+    return NEFTuneHandle(model, _config(config, keys), sequence_group)
 
 
 @contextlib.contextmanager
-def neftune(model: nn.Module, config: NEFTuneConfig | None = None, **keys: Any) -> Iterator[NEFTuneHandle]:
+def neftune(
+    model: nn.Module,
+    config: NEFTuneConfig | None = None,
+    *,
+    sequence_group: torch.distributed.ProcessGroup | None = None,
+    **keys: Any,
+) -> Iterator[NEFTuneHandle]:
     """``with neftune(model, neftune_alpha=5): ...`` noises training forward passes inside the block only."""
-    handle = attach(model, config, **keys)
+    handle = attach(model, config, sequence_group=sequence_group, **keys)
     try:
         yield handle
     finally:

@@ -43,7 +43,7 @@ class NEFTuneCallback(TrainerCallback):
         # Callbacks added after construction: guard each training step.
         self._guard(trainer, "training_step")
         self._detach()
-        self.handle = attach(model, self.config)
+        self.handle = attach(model, self.config, sequence_group=_context_parallel_group(trainer))
         self.handle.set_step(state.global_step, state.max_steps)
         if state.global_step > 0:
             self._load_state(_resumed_checkpoint(args.output_dir, state.global_step))
@@ -118,6 +118,14 @@ def _refuse_builtin(trainer: Trainer) -> None:
 
             deactivate_neftune(trainer.model, builtin_hook, trainer.accelerator)
         raise
+
+
+def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup | None:
+    """The group across which accelerate's context parallelism splits each sequence, if it is on."""
+    parallelism = getattr(trainer.accelerator, "parallelism_config", None)
+    if parallelism is None or not parallelism.cp_enabled:
+        return None
+    return trainer.accelerator.torch_device_mesh["cp"].get_group()
 
 
 def _resumed_checkpoint(output_dir: str, step: int) -> str:

@@ -60,18 +60,28 @@ def scope_mask(segment_ids: torch.Tensor, labels: torch.Tensor | None, scope: st
     return real & (is_prompt if scope == "prompt" else ~is_prompt)
 
 
-def per_token_scale(segment_ids: torch.Tensor, noised: torch.Tensor, alpha: float, dim: int) -> torch.Tensor:
+def segment_token_counts(segment_ids: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
+    """L_s, the noised positions of each segment: ``[B, length + 1]`` float32, column = segment id."""
+    batch, length = segment_ids.shape
+    counts = torch.zeros(batch, length + 1, dtype=torch.float32, device=segment_ids.device)
+    return counts.scatter_add_(1, segment_ids * noised, noised.to(torch.float32))
+
+
+def per_token_scale(
+    segment_ids: torch.Tensor,
+    noised: torch.Tensor,
+    alpha: float,
+    dim: int,
+    counts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``alpha / sqrt(L_s * dim)`` at each noised position of segment s (float32), 0 elsewhere.
 
-    L_s counts the noised positions of segment s. Segment ids must lie in 0..length.
+    L_s comes from ``counts`` (default: ``segment_token_counts``). Segment ids must lie in 0..length.
     """
-    batch, length = segment_ids.shape
-    weight = noised.to(torch.float32)
-    index = segment_ids * noised
-    counts = torch.zeros(batch, length + 1, dtype=torch.float32, device=segment_ids.device)
-    counts.scatter_add_(1, index, weight)
-    tokens_in_segment = counts.gather(1, index).clamp_(min=1.0)
-    return weight * torch.rsqrt(tokens_in_segment * dim) * alpha
+    if counts is None:
+        counts = segment_token_counts(segment_ids, noised)
+    tokens_in_segment = counts.gather(1, segment_ids * noised).clamp_(min=1.0)
+    return noised.to(torch.float32) * torch.rsqrt(tokens_in_segment * dim) * alpha
 
 
 def padded_magnitude(alpha: float, length: int, dim: int) -> torch.Tensor:

@@ -19,17 +19,8 @@ from neft_plugins.callback import STATE_FILE
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize(
-    ("strategy", "seed", "wrapper"),
-    [
-        ("ddp", "none", "DistributedDataParallel"),
-        ("ddp", "7", "DistributedDataParallel"),
-        ("fsdp2", "7", "FSDP"),
-    ],
-)
-def test_two_ranks_draw_different_noise_of_the_right_norm(
-    tmp_path, strategy, seed, wrapper, assert_noise_norms
-):
+def torchrun(script: str, *args: str) -> None:
+    """Run a script of this folder in 2 CPU processes (gloo)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
@@ -42,8 +33,21 @@ def test_two_ranks_draw_different_noise_of_the_right_norm(
         "--master_addr",
         "127.0.0.1",
     ]
-    command += ["--master_port", port, str(HERE / "distributed_train.py"), str(tmp_path), seed, strategy]
-    subprocess.run(command, check=True, timeout=300)
+    subprocess.run([*command, "--master_port", port, str(HERE / script), *args], check=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "seed", "wrapper"),
+    [
+        ("ddp", "none", "DistributedDataParallel"),
+        ("ddp", "7", "DistributedDataParallel"),
+        ("fsdp2", "7", "FSDP"),
+    ],
+)
+def test_two_ranks_draw_different_noise_of_the_right_norm(
+    tmp_path, strategy, seed, wrapper, assert_noise_norms
+):
+    torchrun("distributed_train.py", str(tmp_path), seed, strategy)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["wrapper"].startswith(wrapper) for rank in ranks)
     assert ranks[0]["torch_seed"] == ranks[1]["torch_seed"], "both ranks seeded the global RNG alike"
@@ -52,6 +56,17 @@ def test_two_ranks_draw_different_noise_of_the_right_norm(
     assert all(a != b for a, b in zip(ranks[0]["norms"], ranks[1]["norms"], strict=True))
     for rank in ranks:
         assert_noise_norms(torch.tensor(rank["norms"]), 5.0, 20 * 64)
+
+
+def test_context_parallel_counts_the_whole_sequence(tmp_path, assert_noise_norms):
+    """Each rank holds half of every sequence; L must still be the whole sequence's length."""
+    torchrun("context_parallel_train.py", str(tmp_path))
+    result = json.loads((tmp_path / "context_parallel.json").read_text())
+    assert_noise_norms(torch.tensor(result["with_group"]), 5.0, 5 * 64)
+    # Counting only the local slice over-noises each rank's half: sqrt(2) too much for a sequence split in two.
+    over = torch.tensor(result["without_group"]) / (5 / math.sqrt(3))
+    assert torch.allclose(over, torch.full_like(over, math.sqrt(2)), rtol=0.1), over
+    assert "packed rows under context parallelism" in result["packed_refused"]
 
 
 def resume_args(output_dir, max_steps):
