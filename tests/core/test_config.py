@@ -43,6 +43,12 @@ def test_defaults_are_off_and_follow_the_paper():
         ({"neftune_seed": 1.5}, "neftune_seed: got 1.5; expected an integer in [0, 2**63)"),
         ({"neftune_seed": -3}, "neftune_seed: got -3; expected an integer in [0, 2**63)"),
         ({"neftune_seed": "7"}, "neftune_seed: got '7'; expected an integer in [0, 2**63)"),
+        ({"neftune_scope": 5}, "neftune_scope: got 5; expected one of 'all', 'prompt', 'response'"),
+        ({"neftune_length": None}, "neftune_length: got None; expected one of 'sequence', 'padded'"),
+        ({"neftune_distribution": ["uniform"]}, "neftune_distribution: got ['uniform']; expected one of"),
+        ({"neftune_schedule": math.nan}, "neftune_schedule: got nan; expected one of 'constant'"),
+        ({"neftune_seed": math.inf}, "neftune_seed: got inf; expected an integer in [0, 2**63)"),
+        ({"neftune_seed": 2**63}, "neftune_seed: got 9223372036854775808; expected an integer in [0, 2**63)"),
         (
             {"neftune_scope": "response", "neftune_length": "padded"},
             "neftune_scope: got 'response' with neftune_length: 'padded'",
