@@ -1,0 +1,192 @@
+"""Step time and peak memory of NEFTune: none vs neft-plugins vs transformers' built-in hook.
+
+Arms run interleaved (round-robin, rotating order) on the same model and batches, so drift on a shared
+machine hits every arm alike. Reports medians, their ratios with a bootstrap 95% interval, and peak memory
+(CUDA: max allocated; CPU: peak RSS of one fresh process per arm).
+
+    python benchmarks/overhead.py                   # tiny + mid-size Llama, writes benchmarks/results/overhead.json
+    python benchmarks/overhead.py --sizes tiny --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ARMS = ("none", "ours", "builtin")
+SIZES = {
+    "tiny": {"hidden_size": 64, "layers": 2, "vocab": 1000, "batch": 8, "length": 128},
+    "mid": {"hidden_size": 1024, "layers": 8, "vocab": 8000, "batch": 2, "length": 128},
+}
+ALPHA = 5.0
+
+
+def build(size: dict, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=size["vocab"],
+        hidden_size=size["hidden_size"],
+        intermediate_size=size["hidden_size"] * 11 // 4,
+        num_hidden_layers=size["layers"],
+        num_attention_heads=max(1, size["hidden_size"] // 64),
+        num_key_value_heads=max(1, size["hidden_size"] // 128),
+        max_position_embeddings=size["length"],
+    )
+    model = LlamaForCausalLM(config).to(device).train()
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(0, size["vocab"], (size["batch"], size["length"]), generator=generator)
+    mask = torch.ones_like(input_ids)
+    for row in range(size["batch"]):  # dynamic padding: rows of different real lengths
+        mask[row, torch.randint(size["length"] // 4, size["length"] + 1, (1,), generator=generator) :] = 0
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+    return model, {key: value.to(device) for key, value in batch.items()}
+
+
+class Arm:
+    """Attach one arm's NEFTune (or none) for the duration of a block."""
+
+    def __init__(self, name: str, model) -> None:
+        self.name, self.model = name, model
+
+    def __enter__(self):
+        if self.name == "ours":
+            from neft_plugins import attach
+
+            self.handle = attach(self.model, neftune_alpha=ALPHA)
+        elif self.name == "builtin":
+            from transformers.integrations.neftune import activate_neftune
+
+            self.handle = activate_neftune(self.model, ALPHA)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.name == "ours":
+            self.handle.detach()
+        elif self.name == "builtin":
+            from transformers.integrations.neftune import deactivate_neftune
+
+            deactivate_neftune(self.model, self.handle)
+
+
+def step(model, optimizer, batch, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_arms(size_name: str, rounds: int, steps: int, device: str) -> dict[str, list[float]]:
+    from tqdm import tqdm
+
+    model, batch = build(SIZES[size_name], device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    for arm in ARMS:  # warm-up: allocator, kernels, optimizer state
+        with Arm(arm, model):
+            step(model, optimizer, batch, device)
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for round_index in tqdm(range(rounds), desc=f"{size_name}: interleaved rounds"):
+        order = ARMS[round_index % 3 :] + ARMS[: round_index % 3]
+        for arm in order:
+            with Arm(arm, model):
+                times[arm] += [step(model, optimizer, batch, device) for _ in range(steps)]
+    return times
+
+
+def ratio_interval(
+    numerator: list[float], denominator: list[float], draws: int = 2000
+) -> tuple[float, float]:
+    rng = random.Random(0)
+    ratios = sorted(
+        statistics.median(rng.choices(numerator, k=len(numerator)))
+        / statistics.median(rng.choices(denominator, k=len(denominator)))
+        for _ in range(draws)
+    )
+    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws)]
+
+
+def peak_memory_mb(size_name: str, arm: str, device: str) -> float:
+    """One fresh process per arm (CPU RSS cannot be reset in-process); CUDA uses max_memory_allocated."""
+    command = [sys.executable, __file__, "--peak-only", size_name, arm, "--device", device]
+    return float(
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    )
+
+
+def _peak_only(size_name: str, arm: str, device: str) -> None:
+    model, batch = build(SIZES[size_name], device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with Arm(arm, model):
+        for _ in range(3):
+            step(model, optimizer, batch, device)
+    if device == "cuda":
+        print(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3, help="steps per arm per round")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
+    parser.add_argument("--peak-only", nargs=2, metavar=("SIZE", "ARM"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.peak_only:
+        _peak_only(*args.peak_only, args.device)
+        return 0
+    results = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "alpha": ALPHA,
+        "command": " ".join(sys.argv),
+    }
+    for size_name in args.sizes:
+        times = time_arms(size_name, args.rounds, args.steps, args.device)
+        size = SIZES[size_name]
+        embedding_mb = size["batch"] * size["length"] * size["hidden_size"] * 4 / 2**20
+        medians = {arm: statistics.median(values) for arm, values in times.items()}
+        peaks = {arm: peak_memory_mb(size_name, arm, args.device) for arm in ARMS}
+        results[size_name] = {
+            "config": size,
+            "steps_per_arm": len(times["none"]),
+            "median_step_s": medians,
+            "ours_over_none": medians["ours"] / medians["none"],
+            "ours_over_none_95ci": ratio_interval(times["ours"], times["none"]),
+            "ours_over_builtin": medians["ours"] / medians["builtin"],
+            "ours_over_builtin_95ci": ratio_interval(times["ours"], times["builtin"]),
+            "peak_memory_mb": peaks,
+            "extra_peak_mb_ours_vs_none": peaks["ours"] - peaks["none"],
+            "one_embedding_tensor_mb": embedding_mb,
+        }
+        print(json.dumps({size_name: results[size_name]}, indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
