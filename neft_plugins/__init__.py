@@ -8,14 +8,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, NEFTuneInputError, attach, neftune
-from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.hookspecs import hookimpl, hookspec
+from neft_plugins.noise import SCOPES
+from neft_plugins.plugins import distributions, schedules
 
 if TYPE_CHECKING:
     from neft_plugins.callback import NEFTuneCallback
 
 __all__ = [
     "CONFIG_KEYS",
+    "LENGTHS",
+    "SCOPES",
     "NEFTuneAttachError",
     "NEFTuneCallback",
     "NEFTuneConfig",
@@ -24,9 +28,11 @@ __all__ = [
     "NEFTuneHandle",
     "NEFTuneInputError",
     "attach",
+    "distributions",
     "hookimpl",
     "hookspec",
     "neftune",
+    "schedules",
 ]
 __version__ = "0.1.0"
 

@@ -50,9 +50,7 @@ _installed: WebUIHooks | None = None
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from neft_plugins.config import LENGTHS
-    from neft_plugins.noise import SCOPES
-    from neft_plugins.plugins import distributions, schedules
+    from neft_plugins import LENGTHS, SCOPES, distributions, schedules
 
     return {
         "neftune_distribution": tuple(distributions()),
