@@ -2,7 +2,7 @@
 
 Arms run interleaved (round-robin, rotating order) on the same model and batches, so drift on a shared
 machine hits every arm alike. Reports medians, their ratios with a bootstrap 95% interval, and peak memory
-(CUDA: max allocated; CPU: peak RSS of one fresh process per arm).
+(CUDA: max allocated; CPU: the profiler's allocation timeline).
 
     python benchmarks/overhead.py                   # tiny + mid-size Llama, writes benchmarks/results/overhead.json
     python benchmarks/overhead.py --sizes tiny --rounds 5
@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,7 +90,7 @@ def step(model, optimizer, batch, device: str) -> float:
     return time.perf_counter() - start
 
 
-def time_arms(size_name: str, rounds: int, steps: int, device: str) -> dict[str, list[float]]:
+def time_arms(size_name: str, rounds: int, steps: int, device: str) -> tuple[dict[str, list[float]], dict]:
     from tqdm import tqdm
 
     model, batch = build(SIZES[size_name], device)
@@ -106,7 +104,11 @@ def time_arms(size_name: str, rounds: int, steps: int, device: str) -> dict[str,
         for arm in order:
             with Arm(arm, model):
                 times[arm] += [step(model, optimizer, batch, device) for _ in range(steps)]
-    return times
+    peaks = {}
+    for arm in ARMS:
+        with Arm(arm, model):
+            peaks[arm] = peak_memory_mb(model, optimizer, batch, device)
+    return times, peaks
 
 
 def ratio_interval(
@@ -121,26 +123,41 @@ def ratio_interval(
     return ratios[int(0.025 * draws)], ratios[int(0.975 * draws)]
 
 
-def peak_memory_mb(size_name: str, arm: str, device: str) -> float:
-    """One fresh process per arm (CPU RSS cannot be reset in-process); CUDA uses max_memory_allocated."""
-    command = [sys.executable, __file__, "--peak-only", size_name, arm, "--device", device]
-    return float(
-        subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    )
-
-
-def _peak_only(size_name: str, arm: str, device: str) -> None:
-    model, batch = build(SIZES[size_name], device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+def peak_memory_mb(model, optimizer, batch, device: str) -> float:
+    """Peak memory of one training step: CUDA's max_memory_allocated, or on CPU the running sum of
+    every allocation and free the profiler records (CPU has no peak counter of its own)."""
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with Arm(arm, model):
-        for _ in range(3):
-            step(model, optimizer, batch, device)
-    if device == "cuda":
-        print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        step(model, optimizer, batch, device)
+        return torch.cuda.max_memory_allocated() / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step(model, optimizer, batch, device)
+    events = sorted(
+        (e for e in profiler.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start
+    )
+    running = peak = 0
+    for event in events:
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return peak / 2**20
+
+
+def plot(results: dict, sizes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3.5), squeeze=False)
+    for axis, size_name in zip(axes[0], sizes, strict=True):
+        medians = results[size_name]["median_step_s"]
+        axis.bar(list(medians), [medians[arm] * 1000 for arm in medians], color=["#999", "#2a7", "#c62"])
+        axis.set_title(f"{size_name}: median step (ms), {results['device']}")
+        axis.set_ylabel("ms")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps per arm per round")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
-    parser.add_argument("--peak-only", nargs=2, metavar=("SIZE", "ARM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.peak_only:
-        _peak_only(*args.peak_only, args.device)
-        return 0
     results = {
         "device": args.device,
         "torch": torch.__version__,
@@ -164,11 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(sys.argv),
     }
     for size_name in args.sizes:
-        times = time_arms(size_name, args.rounds, args.steps, args.device)
+        times, peaks = time_arms(size_name, args.rounds, args.steps, args.device)
         size = SIZES[size_name]
         embedding_mb = size["batch"] * size["length"] * size["hidden_size"] * 4 / 2**20
         medians = {arm: statistics.median(values) for arm, values in times.items()}
-        peaks = {arm: peak_memory_mb(size_name, arm, args.device) for arm in ARMS}
         results[size_name] = {
             "config": size,
             "steps_per_arm": len(times["none"]),
@@ -184,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({size_name: results[size_name]}, indent=2))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    plot(results, args.sizes, args.output.with_suffix(".png"))
+    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
     return 0
 
 
