@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import tiny_assets
@@ -49,7 +50,7 @@ def assert_paper_norm(run: AxolotlRun) -> None:
     )
 
 
-@pytest.mark.parametrize("example", ["lora", "qlora", "full"])
+@pytest.mark.parametrize("example", ["lora", "qlora"])
 def test_sft_noises_each_sequence_with_paper_norm(train_example, example):
     run = train_example(example)
     assert_lifecycle(run)
@@ -59,8 +60,20 @@ def test_sft_noises_each_sequence_with_paper_norm(train_example, example):
 def test_qlora_trains_a_4bit_model(train_example):
     run = train_example("qlora")
     assert run.returncode == 0, run.describe()
-    assert run.config["adapter"] == "qlora" and run.config["load_in_4bit"] is True
-    assert '"load_in_4bit": true' in run.output  # the validated config Axolotl printed and trained with
+    assert "converting PEFT model w/ prepare_model_for_kbit_training" in run.output
+    saved = json.loads((Path(run.config["output_dir"]) / "config.json").read_text())
+    quantization = saved["quantization_config"]
+    assert quantization["load_in_4bit"] is True and quantization["bnb_4bit_quant_type"] == "nf4"
+
+
+def test_saved_adapter_holds_nothing_of_ours(train_example):
+    from safetensors import safe_open
+
+    run = train_example("lora")
+    with safe_open(Path(run.config["output_dir"]) / "adapter_model.safetensors", "pt") as adapter:
+        keys = list(adapter.keys())
+    assert keys and all("lora_" in key for key in keys)
+    assert not any("neft" in key.lower() for key in keys)
 
 
 @pytest.fixture(scope="session")
@@ -86,10 +99,11 @@ def test_packing_gives_each_packed_sequence_its_own_length(train_example, longes
     assert_paper_norm(run)
 
 
-def test_packing_with_segment_ids_in_attention_mask(train_example, longest_record):
-    """No attention backend named: Axolotl's multipack collator puts segment ids 1..K in attention_mask
-    (0 = padding). Each segment gets its own L, and padding gets no noise."""
-    run = train_example("packing", attn_implementation=None)
+def test_full_finetuning_packed_with_segment_ids_in_attention_mask(train_example, longest_record):
+    """``full.yml`` with ``sample_packing: true`` and no attention backend named: Axolotl's multipack collator
+    then puts segment ids 1..K in attention_mask (0 = padding). Each segment gets its own L, and the
+    padding at the end of the packed rows gets no noise."""
+    run = train_example("full", sample_packing=True, pad_to_sequence_len=True)
     assert_lifecycle(run)
     assert_rows_were_packed(run, longest_record)
     assert_paper_norm(run)
