@@ -203,6 +203,7 @@ def run(args: argparse.Namespace) -> None:
         ev = pipeline.EvalSettings(args.gen_train, args.gen_heldout, args.max_new_tokens, progress=False)
         print(f"reproduce: {ident} ...", flush=True)
         t0 = time.time()
+        cpu0 = time.process_time()
         model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, out / "trainer")
         eval_train = pipeline.TrainSettings(max_length=args.max_length)
         losses, generations = pipeline.evaluate_arm(model, tok, splits, eval_train, ev)
@@ -215,13 +216,14 @@ def run(args: argparse.Namespace) -> None:
             "arm": asdict(arm),
             "train_seconds": round(seconds, 1),
             "total_seconds": round(time.time() - t0, 1),
+            "cpu_seconds": round(time.process_time() - cpu0, 1),
             "losses": losses,
             "generations": generations,
             "log_history": logs,
             "metrics": {
-                "loss/train": measures.mean(losses["train"]),
-                "loss/heldback": measures.mean(losses["heldback"]),
-                "loss/heldout": measures.mean(losses["heldout"]),
+                "loss/train": measures.nanmean(losses["train"]),
+                "loss/heldback": measures.nanmean(losses["heldback"]),
+                "loss/heldout": measures.nanmean(losses["heldout"]),
                 "rougeL": measures.mean(measures.rouge_l_scores(generations["train"], refs)),
                 "bleu": measures.bleu(generations["train"], refs),
                 "len_chars": measures.mean(measures.char_lengths(generations["heldout"])),

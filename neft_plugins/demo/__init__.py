@@ -1,1 +1,1 @@
-"""The `neft demo` pipeline and the paper-analysis measures."""
+"""`neft demo`, `neft report` and the measures of the NEFTune paper's Section 5 (extra: ``demo``)."""

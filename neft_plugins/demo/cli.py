@@ -243,6 +243,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         model=str(model_path), data=str(data_path), heldout=str(heldout_path) if heldout_path else None
     )
     timings["total"] = round(time.perf_counter() - clock["start"], 1)
+    # CPU seconds of this process (pip runs in a child): on a busy machine wall time says little.
+    timings["cpu_seconds"] = round(time.process_time(), 1)
+    timings["torch_threads"] = torch.get_num_threads()
     payload = {
         "settings": settings,
         "licences": licences,
@@ -284,9 +287,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(report.text_table(report.NOISE_HEADER, report.noise_rows(payload["noise_summary"])))
     print(f"\n{report.HONESTY}")
     print(f"\nQ: {pipeline.QUANTUM_PROMPT}\nA: {payload['quantum']['A']}\nB: {payload['quantum']['B']}")
-    print("\nLicences: " + " | ".join(licences) if licences else "")
+    if licences:
+        print("\nLicences: " + " | ".join(licences))
     print(
-        f"\nneft demo: report in {out}/ (report.md, report.json, PNG plots); {timings['total']:.0f} s in all"
+        f"\nneft demo: report in {out}/ (report.md, report.json, PNG plots); {timings['total']:.0f} s in all "
+        f"({timings['cpu_seconds']:.0f} CPU seconds, {timings['torch_threads']} torch thread(s))"
     )
     return 0
 

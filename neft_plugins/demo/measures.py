@@ -54,6 +54,11 @@ def mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the values that are not NaN (nan if none is)."""
+    return mean([v for v in values if not math.isnan(v)])
+
+
 def std(values: Sequence[float]) -> float:
     """Sample standard deviation (n - 1); 0.0 for a single value, nan for none."""
     n = len(values)

@@ -17,7 +17,8 @@ from neft_plugins.demo import measures
 
 PLAIN_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 QUANTUM_PROMPT = "Can you explain the basics of quantum computing?"
-DATA_SEED = 1234  # the data split does not move with the training seed
+DATA_SEED = 1234
+EVAL_MAX_LENGTH = 256  # the data split does not move with the training seed
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class ArmResult:
     def summary(self) -> dict:
         out: dict[str, Any] = {"arm": asdict(self.arm), "train_seconds": round(self.train_seconds, 1)}
         for split, values in self.losses.items():
-            out[f"loss/{split}"] = measures.mean(values)
+            out[f"loss/{split}"] = measures.nanmean(values)
         noise = [h["neft/noise_norm"] for h in self.log_history if "neft/noise_norm" in h]
         if noise:
             out["neft/noise_norm"] = measures.mean(noise)
@@ -203,6 +204,12 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     return device
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def load_model(model_dir: str | Path, device: str = "cpu"):
@@ -264,6 +271,9 @@ def train_arm(
         packing=arm.packing,
         disable_tqdm=not settings.progress,
         gradient_checkpointing=False,
+        # TRL defaults to bf16 autocast, which is many times slower on CPUs without native bf16.
+        bf16=device == "cuda" and _cuda_bf16(),
+        fp16=False,
     )
     trainer = SFTTrainer(
         model=model,
@@ -380,7 +390,13 @@ def evaluate_arm(
     model: Any, tokenizer: Any, splits: Splits, train: TrainSettings, ev: EvalSettings
 ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
     formatter = Formatter(tokenizer)
-    kw = {"max_length": train.max_length, "batch_size": ev.batch_size, "progress": ev.progress}
+    # Losses see the whole prompt and up to EVAL_MAX_LENGTH tokens in all: long held-out prompts would
+    # otherwise leave no answer token inside the training max_length.
+    kw = {
+        "max_length": max(train.max_length, EVAL_MAX_LENGTH),
+        "batch_size": ev.batch_size,
+        "progress": ev.progress,
+    }
     losses = {
         "train": per_example_losses(model, formatter, splits.train, desc="loss: training set", **kw),
         "heldback": per_example_losses(model, formatter, splits.heldback, desc="loss: held-back", **kw),

@@ -125,3 +125,8 @@ def test_compare_generations_names_every_measure():
     lengths = out[3]
     assert lengths.a == pytest.approx(3.0) and lengths.b == pytest.approx(8.0)  # (9 + 7) / 2
     assert all(set(d.as_dict()) >= {"name", "a", "b", "diff", "low", "high", "verdict"} for d in out)
+
+
+def test_nanmean_skips_missing_values():
+    assert m.nanmean([1.0, float("nan"), 3.0]) == 2.0
+    assert math.isnan(m.nanmean([float("nan")]))
