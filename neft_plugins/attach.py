@@ -20,6 +20,7 @@ from neft_plugins.noise import (
     per_token_scale,
     scope_mask,
     segment_token_counts,
+    without_unsupervised,
 )
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 from neft_plugins.stats import NoiseRecord, NoiseStats
@@ -176,6 +177,8 @@ class NEFTuneHandle:
         )
         labels = call.get("labels")
         labels = labels if isinstance(labels, torch.Tensor) and labels.shape == batch_shape else None
+        if labels is not None:
+            segments = without_unsupervised(segments, labels)
         try:
             noised = scope_mask(segments, labels, self.config.neftune_scope)
         except ValueError as error:

@@ -67,6 +67,13 @@ def segment_token_counts(segment_ids: torch.Tensor, noised: torch.Tensor) -> tor
     return counts.scatter_add_(1, segment_ids * noised, noised.to(torch.float32))
 
 
+def without_unsupervised(segment_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Drop segments with no supervised token (every label -100): they add nothing to the loss, and this is
+    how the padding tail of a packed row is told apart when the collator gives it restarting position ids."""
+    supervised = segment_token_counts(segment_ids, (labels != IGNORE_INDEX) & (segment_ids > 0))
+    return segment_ids * (supervised.gather(1, segment_ids) > 0)
+
+
 def per_token_scale(
     segment_ids: torch.Tensor,
     noised: torch.Tensor,

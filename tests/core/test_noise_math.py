@@ -155,6 +155,24 @@ def test_packed_row_noise_norm_per_segment(recorder, assert_noise_norms):
     assert_noise_norms(recorder.sequence_noise_norms(), alpha=10, min_elements=3 * DIM)
 
 
+def test_padding_tail_with_restarting_position_ids_gets_no_noise(recorder, assert_noise_norms):
+    """Axolotl multipack with sdpa/flash: no attention_mask, and the padding tail's position ids count up
+    from 0 like one more sequence; its labels are all -100."""
+    model = make_llama(hidden_size=DIM).train()
+    lengths, tail = [3, 40, 12], 9
+    positions = torch.cat([torch.arange(n) for n in [*lengths, tail]])[None]
+    input_ids = torch.randint(4, 60, positions.shape)
+    labels = input_ids.clone()
+    labels[0, sum(lengths) :] = -100
+    labels[0, 0] = -100  # a real sequence may have unsupervised tokens and still be noised whole
+    with neftune(model, neftune_alpha=5):
+        clean, noisy = noised_embeddings(model, input_ids, position_ids=positions, labels=labels)
+    noise = (noisy - clean)[0]
+    assert torch.count_nonzero(noise[sum(lengths) :]) == 0
+    assert int(recorder.records[0].tokens_noised) == sum(lengths)
+    assert_noise_norms(recorder.sequence_noise_norms(), alpha=5, min_elements=3 * DIM)
+
+
 def test_response_scope_noises_response_tokens_only(assert_noise_norms):
     model = make_llama(hidden_size=DIM).train()
     input_ids = torch.randint(4, 60, (2, 30))
