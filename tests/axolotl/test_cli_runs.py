@@ -90,6 +90,14 @@ def assert_rows_were_packed(run: AxolotlRun, longest_record: int) -> None:
     )
 
 
+def assert_padding_not_noised(run: AxolotlRun) -> None:
+    capacity = run.config["micro_batch_size"] * SEQUENCE_LEN
+    assert all(tokens < capacity for tokens in run.metric("neft/tokens_noised")), (
+        f"neft/tokens_noised {run.metric('neft/tokens_noised')} vs {capacity} positions per step: "
+        "the padding at the end of the packed rows was noised"
+    )
+
+
 def test_packing_gives_each_packed_sequence_its_own_length(train_example, longest_record):
     """The example as users run it (a packing-capable attention backend: Axolotl drops attention_mask and
     sends position_ids that restart for each packed sequence)."""
@@ -97,6 +105,9 @@ def test_packing_gives_each_packed_sequence_its_own_length(train_example, longes
     assert_lifecycle(run)
     assert_rows_were_packed(run, longest_record)
     assert_paper_norm(run)
+    # No attention_mask here: the padding tail carries position ids from 0 like one more sequence, and
+    # is known by its labels (all -100).
+    assert_padding_not_noised(run)
 
 
 def test_full_finetuning_packed_with_segment_ids_in_attention_mask(train_example, longest_record):
@@ -107,11 +118,7 @@ def test_full_finetuning_packed_with_segment_ids_in_attention_mask(train_example
     assert_lifecycle(run)
     assert_rows_were_packed(run, longest_record)
     assert_paper_norm(run)
-    capacity = run.config["micro_batch_size"] * SEQUENCE_LEN
-    assert all(tokens < capacity for tokens in run.metric("neft/tokens_noised")), (
-        f"neft/tokens_noised {run.metric('neft/tokens_noised')} vs {capacity} positions per step: "
-        "the padding at the end of the packed rows was noised"
-    )
+    assert_padding_not_noised(run)
 
 
 def test_packing_norm_tells_per_sequence_from_row_length(train_example):
