@@ -27,8 +27,10 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 
-def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", *paths, *session.posargs, env=OFFLINE_ENV)
+def _pytest(session: nox.Session, path: str, **env: str) -> None:
+    # The `pytest` script, not `python -m pytest`: the latter puts the repository root first on sys.path,
+    # where the source folder neft_plugins/ lacks the integrations (they ship from integrations/).
+    session.run("pytest", path, *session.posargs, env={**OFFLINE_ENV, **env})
 
 
 @nox.session
@@ -54,9 +56,7 @@ def axolotl(session: nox.Session) -> None:
     session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
     session.install(*TORCH_CONSTRAINT, "axolotl==0.19.0", ".[test]")
     # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
-    path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
-    env = {**OFFLINE_ENV, "PATH": path}
-    session.run("python", "-m", "pytest", "tests/axolotl", *session.posargs, env=env)
+    _pytest(session, "tests/axolotl", PATH=os.pathsep.join([session.bin, os.environ.get("PATH", "")]))
 
 
 @nox.session
@@ -86,5 +86,4 @@ def llamafactory(session: nox.Session) -> None:
     # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
     session.run("bash", str(ROOT / "tests" / "llamafactory" / "install_chromium.sh"), external=True)
-    env = {**OFFLINE_ENV, "PYTHONPATH": str(ROOT / "tests" / "llamafactory" / "stubs")}
-    session.run("python", "-m", "pytest", "tests/llamafactory", *session.posargs, env=env)
+    _pytest(session, "tests/llamafactory", PYTHONPATH=str(ROOT / "tests" / "llamafactory" / "stubs"))

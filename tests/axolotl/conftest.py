@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,18 +12,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-
-def _use_installed_package() -> None:
-    """`python -m pytest` from the repository root puts the root first on sys.path, and the source folder
-    neft_plugins/ there lacks the integrations (they ship from integrations/): use the installed package."""
-    if importlib.util.find_spec("neft_plugins.integrations") is not None:
-        return
-    sys.path[:] = [entry for entry in sys.path if Path(entry or os.getcwd()).resolve() != ROOT]
-    for name in [name for name in sys.modules if name.split(".")[0] == "neft_plugins"]:
-        del sys.modules[name]
-
-
-_use_installed_package()
 
 import tiny_assets  # noqa: E402
 from cli_helpers import AxolotlRun, example_config, run_axolotl  # noqa: E402

@@ -22,17 +22,6 @@ STUBS = HERE / "stubs"
 sys.path.insert(0, str(ROOT / "tests"))  # tiny.py
 
 
-def _use_installed_package() -> None:
-    """`python -m pytest` from the repository root puts the root first on sys.path, and the source folder
-    neft_plugins/ there lacks the integrations (they ship from integrations/): use the installed package."""
-    if importlib.util.find_spec("neft_plugins.integrations") is not None:
-        return
-    sys.path[:] = [entry for entry in sys.path if Path(entry or os.getcwd()).resolve() != ROOT]
-    for name in [name for name in sys.modules if name.split(".")[0] == "neft_plugins"]:
-        del sys.modules[name]
-
-
-_use_installed_package()
 if importlib.util.find_spec("torchaudio") is None:  # see stubs/torchaudio/__init__.py
     sys.path.insert(0, str(STUBS))
 
