@@ -46,7 +46,7 @@ def _demo_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distribution", default="uniform", help="noise distribution: uniform, gaussian or a plugin's"
     )
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per arm (default 30)")
+    p.add_argument("--steps", type=int, default=24, help="optimizer steps per arm (default 24)")
     p.add_argument(
         "--full", action="store_true", help="full fine-tuning (default: LoRA r=16 on all linear layers)"
     )

@@ -156,7 +156,7 @@ class Arm:
 
 @dataclass
 class TrainSettings:
-    steps: int = 30
+    steps: int = 24
     batch_size: int = 4
     max_length: int = 128
     learning_rate: float | None = None  # default: 1e-4 full, 5e-4 LoRA
