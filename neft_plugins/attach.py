@@ -119,10 +119,6 @@ class NEFTuneHandle:
         )
         logger.warning("neft_plugins: attached NEFTune to %s (%s)", self.embeddings_path, settings)
 
-    @property
-    def attached(self) -> bool:
-        return bool(self._hooks)
-
     def detach(self) -> None:
         if not self._hooks:
             return

@@ -56,10 +56,6 @@ class NoiseRecord:
         """The noise norm of every sequence in the batch, as a flat tensor (syncs)."""
         return self.noise_norms[self.is_sequence]
 
-    def sequence_embed_norms(self) -> torch.Tensor:
-        """The clean-embedding norm of every sequence in the batch, as a flat tensor (syncs)."""
-        return self.embed_norms[self.is_sequence]
-
 
 class NoiseStats:
     """Built-in observer: running sums for one attachment since the last ``read_and_reset``."""
