@@ -131,22 +131,25 @@ def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup 
 def _resumed_checkpoint(output_dir: str, step: int) -> str:
     """The folder train(resume_from_checkpoint=...) resumed from: train()'s own argument when it named
     one, else the trainer's standard ``checkpoint-<step>`` folder."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        named = frame.f_locals.get("resume_from_checkpoint")
-        if isinstance(named, (str, os.PathLike)):
-            return os.fspath(named)
-        frame = frame.f_back
-    return os.path.join(output_dir, f"checkpoint-{step}")
+    named = _caller_local("resume_from_checkpoint", (str, os.PathLike))
+    return os.fspath(named) if named is not None else os.path.join(output_dir, f"checkpoint-{step}")
 
 
 def _calling_trainer() -> Trainer:
+    trainer = _caller_local("self", Trainer)
+    if trainer is None:
+        raise NEFTuneAttachError(
+            "NEFTuneCallback must be called by a transformers Trainer (or a subclass such as TRL's)"
+        )
+    return trainer
+
+
+def _caller_local(name: str, kind: type | tuple[type, ...]) -> Any:
+    """The nearest caller's local variable ``name`` that is a ``kind``, or None (callbacks get no trainer)."""
     frame = inspect.currentframe()
     while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Trainer):
-            return candidate
+        value = frame.f_locals.get(name)
+        if isinstance(value, kind):
+            return value
         frame = frame.f_back
-    raise NEFTuneAttachError(
-        "NEFTuneCallback must be called by a transformers Trainer (or a subclass such as TRL's)"
-    )
+    return None
