@@ -8,6 +8,7 @@ the grid can be run in pieces. ``--summarize`` rebuilds the tables and plots fro
     python benchmarks/reproduce.py                       # the full grid (hours on a CPU)
     python benchmarks/reproduce.py --grid reduced        # what was run for benchmarks/results/
     python benchmarks/reproduce.py --summarize           # tables + plots only
+    python benchmarks/reproduce.py --shard 0/2 & python benchmarks/reproduce.py --shard 1/2   # 2 processes
 
 Packed arms pack `batch_size` records into each row (TRL bfd, padding-free, restarting position_ids):
 one row of `batch_size * max_length` tokens per step, so they see about as many tokens per step as the
@@ -50,18 +51,16 @@ def arm_id(kind: str, alpha: float, distribution: str, packing: bool, seed: int)
 
 
 def full_grid(seeds: list[int]) -> list[dict]:
+    """Seed by seed, so a run cut short has whole seeds; gaussian last within each layout."""
     arms = []
     for seed in seeds:
         for packing in (False, True):
             arms.append(dict(kind="none", alpha=0.0, distribution="uniform", packing=packing, seed=seed))
-            for alpha in (5.0, 10.0, 15.0):
-                for distribution in ("uniform", "gaussian"):
+            for kind, distribution in (("ours", "uniform"), ("builtin", "uniform"), ("ours", "gaussian")):
+                for alpha in (5.0, 10.0, 15.0):
                     arms.append(
-                        dict(kind="ours", alpha=alpha, distribution=distribution, packing=packing, seed=seed)
+                        dict(kind=kind, alpha=alpha, distribution=distribution, packing=packing, seed=seed)
                     )
-                arms.append(
-                    dict(kind="builtin", alpha=alpha, distribution="uniform", packing=packing, seed=seed)
-                )
     return arms
 
 
@@ -89,12 +88,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-arms", type=int, default=None, help="stop after this many new arms")
     p.add_argument("--deadline-minutes", type=float, default=None, help="start no new arm after this long")
     p.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished arms")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: run only every N-th arm starting at K, so N processes can share one results folder",
+    )
     p.add_argument("--train-size", type=int, default=None, help="training records (default: all that fit)")
     p.add_argument("--heldback-size", type=int, default=32)
     p.add_argument("--heldout-size", type=int, default=32)
     p.add_argument("--gen-train", type=int, default=16)
     p.add_argument("--gen-heldout", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=16, help="rows per loss and generation batch")
     p.add_argument("--prefix-tokens", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="default: one epoch of the training records")
     p.add_argument("--batch-size", type=int, default=4)
@@ -153,13 +158,18 @@ def run(args: argparse.Namespace) -> None:
         "gen_heldout": args.gen_heldout,
         "max_new_tokens": args.max_new_tokens,
         "prefix_tokens": args.prefix_tokens,
+        "eval_batch_size": args.eval_batch_size,
         "grid": args.grid,
         "threads": torch.get_num_threads(),
         "licences": assets.licence_lines(),
     }
-    (out / "setup.json").write_text(json.dumps(setup, indent=2) + "\n")
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    if shard == 0:
+        (out / "setup.json").write_text(json.dumps(setup, indent=2) + "\n")
+        references = [ex.answer for ex in splits.train[: args.gen_train]]
+        (out / "references.json").write_text(json.dumps(references, indent=2) + "\n")
     probe_path = out / "noise_probe.json"
-    if not probe_path.exists():
+    if shard == 0 and not probe_path.exists():
         seqs = [formatter.example_ids(ex)[0] for ex in splits.train[:8]]
         probes = {
             str(alpha): noise_probe.measure(
@@ -171,6 +181,7 @@ def run(args: argparse.Namespace) -> None:
     del model
 
     grid = reduced_grid() if args.grid == "reduced" else full_grid(args.seeds)
+    grid = grid[shard::shards]
     start = time.time()
     done_now = 0
     for spec in grid:
@@ -201,7 +212,9 @@ def run(args: argparse.Namespace) -> None:
             logging_steps=max(1, steps // 10),
             progress=False,
         )
-        ev = pipeline.EvalSettings(args.gen_train, args.gen_heldout, args.max_new_tokens, progress=False)
+        ev = pipeline.EvalSettings(
+            args.gen_train, args.gen_heldout, args.max_new_tokens, args.eval_batch_size, progress=False
+        )
         print(f"reproduce: {ident} ...", flush=True)
         t0 = time.time()
         cpu0 = time.process_time()
@@ -235,7 +248,10 @@ def run(args: argparse.Namespace) -> None:
                 "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
             },
         }
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        # written whole and renamed: another shard may be reading the folder for its summary
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+        partial.replace(path)
         done_now += 1
         print(
             f"reproduce: {ident} done in {result['total_seconds']:.0f} s: "
@@ -272,6 +288,8 @@ def summarize(out: Path) -> None:
     if not arms:
         return
     setup = json.loads((out / "setup.json").read_text()) if (out / "setup.json").exists() else {}
+    refs_path = out / "references.json"
+    references = json.loads(refs_path.read_text()) if refs_path.exists() else None
     groups: dict[str, list[dict]] = {}
     for a in arms:
         groups.setdefault(_config_key(a["spec"]), []).append(a)
@@ -297,6 +315,7 @@ def summarize(out: Path) -> None:
         for m, label, direction in MEASURES:
             if direction is None:
                 continue
+            pooled = _pooled_difference(m, label, pairs, references)
             diffs = [a["metrics"][m] - b["metrics"][m] for a, b in pairs]
             rel = [
                 d / b["metrics"][m] * 100 for d, (_, b) in zip(diffs, pairs, strict=False) if b["metrics"][m]
@@ -306,15 +325,18 @@ def summarize(out: Path) -> None:
                 "diffs": diffs,
                 "mean_diff": measures.mean(diffs),
                 "std_diff": measures.std(diffs),
+                "rel_percents": rel,
                 "mean_rel_percent": measures.mean(rel) if rel else None,
                 "seeds_in_paper_direction": agree,
                 "paper_direction": {1: "up", -1: "down", 0: "down or equal"}[direction],
+                "pooled": pooled,
             }
         directions.append(row)
 
     payload = {"setup": setup, "table": table, "directions": directions, "arms_done": [a["id"] for a in arms]}
     (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
     _plots(out, groups, order)
+    _direction_plot(out, directions)
     header = ["arm (mean ± std over seeds)"] + [label for _, label, _ in MEASURES]
     lines = [
         "# NEFTune reproduction on SmolLM2-135M-Instruct (CPU)",
@@ -347,17 +369,22 @@ def summarize(out: Path) -> None:
                 continue
             r = row["measures"][label]
             rel = f" ({r['mean_rel_percent']:+.1f}%)" if r["mean_rel_percent"] is not None else ""
+            ci = f"; pooled [{r['pooled']['low']:+.3g}, {r['pooled']['high']:+.3g}]" if r["pooled"] else ""
             cells.append(
                 f"{r['mean_diff']:+.4g} ± {r['std_diff']:.2g}{rel}; {r['seeds_in_paper_direction']}/{row['seeds']} "
-                f"{r['paper_direction']}"
+                f"{r['paper_direction']}{ci}"
             )
         dir_rows.append(cells)
     lines += [
         _md(dir_header, dir_rows),
         "",
-        "Each cell: mean ± std over seeds of (noise arm - no-noise arm), relative change in brackets, and "
+        "Each cell: mean ± std over seeds of (noise arm - no-noise arm), relative change in brackets, "
         "how many seeds moved the way the paper reports (training loss up, held-out loss down or equal, "
-        "ROUGE-L/BLEU down, answers longer).",
+        "ROUGE-L/BLEU down, answers longer), and the 95% interval of a paired bootstrap over all "
+        "(seed, example) pairs where the measure is per example (losses, ROUGE-L, lengths). An interval "
+        "that contains 0 is no measurable difference.",
+        "",
+        "![directions](directions.png)",
         "",
         "## Noise each sequence received (measured, not estimated)",
         "",
@@ -394,10 +421,79 @@ def summarize(out: Path) -> None:
     (out / "README.md").write_text("\n".join(lines))
 
 
+def _per_example(arm: dict, key: str, references: list[str] | None) -> list[float] | None:
+    """The per-example values behind a metric, or None where the metric is corpus-level."""
+    if key.startswith("loss/"):
+        return arm["losses"][key.removeprefix("loss/")]
+    if key == "rougeL" and references is not None:
+        answers = arm["generations"]["train"]
+        return measures.rouge_l_scores(answers, references[: len(answers)])
+    if key == "len_chars":
+        return measures.char_lengths(arm["generations"]["heldout"])
+    if key == "len_words":
+        return measures.word_lengths(arm["generations"]["heldout"])
+    return None
+
+
+def _pooled_difference(
+    key: str, label: str, pairs: list[tuple[dict, dict]], references: list[str] | None
+) -> dict | None:
+    """Paired bootstrap of (noise - none) over every (seed, example) pair of the arm's seeds."""
+    noised: list[float] = []
+    plain: list[float] = []
+    for arm, base in pairs:
+        values, base_values = _per_example(arm, key, references), _per_example(base, key, references)
+        if values is None or base_values is None:
+            return None
+        noised += values
+        plain += base_values
+    d = measures.paired_bootstrap(label, plain, noised, statistic=measures.nanmean)
+    return {"diff": d.diff, "low": d.low, "high": d.high, "n": d.n, "none": d.a}
+
+
 def _md(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def _direction_plot(out: Path, directions: list[dict]) -> None:
+    """One panel per per-example measure: each arm's pooled change against no noise, with its interval."""
+    from neft_plugins.demo import report
+
+    if not directions:
+        return
+    plt = report._pyplot()
+    labels = [label for key, label, d in MEASURES if d is not None and key != "bleu"]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 2 * (0.3 * len(directions) + 1.5)), sharey=True)
+    names = [row["arm"] for row in directions]
+    for ax, label in zip(axes.flat, labels, strict=True):
+        for i, row in enumerate(directions):
+            r = row["measures"][label]
+            pooled = r["pooled"]
+            if pooled:
+                scale = 100 / pooled["none"]
+                centre = pooled["diff"] * scale
+                ax.errorbar(
+                    centre,
+                    i,
+                    xerr=[[centre - pooled["low"] * scale], [pooled["high"] * scale - centre]],
+                    fmt="o",
+                    color="tab:blue",
+                    capsize=2,
+                )
+            ax.scatter(r["rel_percents"], [i] * len(r["rel_percents"]), color="black", s=6, zorder=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"{label} (paper: {directions[0]['measures'][label]['paper_direction']})", fontsize=9)
+        ax.set_xlabel("% change against no noise", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+    axes[0, 0].invert_yaxis()
+    fig.suptitle(
+        "noise arm vs no noise, same seed: pooled paired bootstrap 95% interval (blue), single seeds (dots)"
+    )
+    fig.tight_layout()
+    fig.savefig(out / "directions.png", dpi=100)
+    plt.close(fig)
 
 
 def _plots(out: Path, groups: dict[str, list[dict]], order: list[str]) -> None:

@@ -1,0 +1,84 @@
+"""benchmarks/reproduce.py's summary: the paired directions and pooled intervals, on arms built by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from neft_plugins.demo import measures
+
+REPRODUCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce.py"
+REFERENCES = ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn", "rain falls on roofs"]
+
+
+def _reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _arm(kind: str, alpha: float, seed: int, loss_shift: float, answers: list[str]) -> dict:
+    spec = dict(kind=kind, alpha=alpha, distribution="uniform", packing=False, seed=seed)
+    losses = {split: [1.0 + i + loss_shift for i in range(4)] for split in ("train", "heldback", "heldout")}
+    return {
+        "id": f"{kind}-{seed}",
+        "spec": spec,
+        "losses": losses,
+        "generations": {"train": answers, "heldout": answers},
+        "metrics": {
+            "loss/train": measures.nanmean(losses["train"]),
+            "loss/heldback": measures.nanmean(losses["heldback"]),
+            "loss/heldout": measures.nanmean(losses["heldout"]),
+            "rougeL": measures.mean(measures.rouge_l_scores(answers, REFERENCES)),
+            "bleu": measures.bleu(answers, REFERENCES),
+            "len_chars": measures.mean(measures.char_lengths(answers)),
+            "len_words": measures.mean(measures.word_lengths(answers)),
+            "rep2": 0.0,
+            "logdiv": 0.0,
+            "neft/noise_norm": 1.0 if alpha else None,
+        },
+    }
+
+
+def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
+    rewritten = [ref + " and then some more words" for ref in REFERENCES]
+    arms = [
+        _arm("none", 0.0, 0, 0.0, REFERENCES),
+        _arm("none", 0.0, 1, 0.5, REFERENCES),
+        _arm("ours", 5.0, 0, 0.1, rewritten),  # +0.1 over seed 0's none
+        _arm("ours", 5.0, 1, 0.8, rewritten),  # +0.3 over seed 1's none
+    ]
+    (tmp_path / "arms").mkdir()
+    for arm in arms:
+        (tmp_path / "arms" / f"{arm['id']}.json").write_text(json.dumps(arm))
+    (tmp_path / "references.json").write_text(json.dumps(REFERENCES))
+
+    _reproduce().summarize(tmp_path)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (row,) = summary["directions"]
+    assert row["arm"] == "ours a5 uniform, padded" and row["seeds"] == 2
+    train = row["measures"]["training loss (noise off)"]
+    assert train["diffs"] == pytest.approx([0.1, 0.3])
+    assert train["seeds_in_paper_direction"] == 2
+    # pooled over (seed, example): four pairs differ by 0.1, four by 0.3
+    assert train["pooled"]["n"] == 8
+    assert train["pooled"]["diff"] == pytest.approx(0.2)
+    assert 0.1 - 1e-9 <= train["pooled"]["low"] < 0.2 < train["pooled"]["high"] <= 0.3 + 1e-9
+    held_out = row["measures"]["held-back alpaca loss"]
+    assert held_out["seeds_in_paper_direction"] == 0  # up is not "down or equal"
+    rouge = row["measures"]["ROUGE-L vs training answers"]
+    assert rouge["seeds_in_paper_direction"] == 2 and rouge["pooled"]["high"] < 0
+    words = row["measures"]["answer length (words)"]
+    assert words["diffs"] == pytest.approx([5.0, 5.0]) and words["pooled"]["low"] == pytest.approx(5.0)
+    assert row["measures"]["BLEU vs training answers"]["pooled"] is None  # corpus-level: no interval
+    assert (tmp_path / "directions.png").stat().st_size > 0
+    pooled = train["pooled"]
+    assert (
+        f"2/2 up; pooled [{pooled['low']:+.3g}, {pooled['high']:+.3g}]"
+        in (tmp_path / "README.md").read_text()
+    )
