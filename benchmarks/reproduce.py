@@ -293,7 +293,14 @@ def summarize(out: Path) -> None:
     groups: dict[str, list[dict]] = {}
     for a in arms:
         groups.setdefault(_config_key(a["spec"]), []).append(a)
-    order = sorted(groups, key=lambda k: (k.split(", ")[1], k != "none, " + k.split(", ")[1], k))
+    kinds = ("none", "ours uniform", "builtin uniform", "ours gaussian")
+
+    def position(key: str) -> tuple:
+        spec = groups[key][0]["spec"]
+        kind = "none" if spec["alpha"] == 0 else f"{spec['kind']} {spec['distribution']}"
+        return (spec["packing"], kinds.index(kind), spec["alpha"])
+
+    order = sorted(groups, key=position)
     table = []
     for key in order:
         row = [key]
@@ -369,9 +376,10 @@ def summarize(out: Path) -> None:
                 continue
             r = row["measures"][label]
             rel = f" ({r['mean_rel_percent']:+.1f}%)" if r["mean_rel_percent"] is not None else ""
+            spread = f" ± {r['std_diff']:.2g}" if row["seeds"] > 1 else ""
             ci = f"; pooled [{r['pooled']['low']:+.3g}, {r['pooled']['high']:+.3g}]" if r["pooled"] else ""
             cells.append(
-                f"{r['mean_diff']:+.4g} ± {r['std_diff']:.2g}{rel}; {r['seeds_in_paper_direction']}/{row['seeds']} "
+                f"{r['mean_diff']:+.4g}{spread}{rel}; {r['seeds_in_paper_direction']}/{row['seeds']} "
                 f"{r['paper_direction']}{ci}"
             )
         dir_rows.append(cells)
