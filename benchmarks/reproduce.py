@@ -8,7 +8,7 @@ the grid can be run in pieces. ``--summarize`` rebuilds the tables and plots fro
     python benchmarks/reproduce.py                       # the full grid (hours on a CPU)
     python benchmarks/reproduce.py --grid reduced        # what was run for benchmarks/results/
     python benchmarks/reproduce.py --summarize           # tables + plots only
-    python benchmarks/reproduce.py --shard 0/2 & python benchmarks/reproduce.py --shard 1/2   # 2 processes
+    python benchmarks/reproduce.py & python benchmarks/reproduce.py   # two workers share the grid
 
 Packed arms pack `batch_size` records into each row (TRL bfd, padding-free, restarting position_ids):
 one row of `batch_size * max_length` tokens per step, so they see about as many tokens per step as the
@@ -45,23 +45,28 @@ MEASURES = [
 ]
 
 
+ALPHAS = (5.0, 10.0, 15.0)
+
+
 def arm_id(kind: str, alpha: float, distribution: str, packing: bool, seed: int) -> str:
     base = "none" if alpha == 0 else f"{kind}-a{alpha:g}-{distribution}"
     return f"{base}-{'packed' if packing else 'padded'}-s{seed}"
 
 
 def full_grid(seeds: list[int]) -> list[dict]:
-    """Seed by seed, so a run cut short has whole seeds; gaussian last within each layout."""
-    arms = []
+    """Uniform noise (ours, built-in) seed by seed, then gaussian: a run cut short loses gaussian seeds first."""
+
+    def arm(kind: str, alpha: float, distribution: str, packing: bool, seed: int) -> dict:
+        return dict(kind=kind, alpha=alpha, distribution=distribution, packing=packing, seed=seed)
+
+    uniform, gaussian = [], []
     for seed in seeds:
         for packing in (False, True):
-            arms.append(dict(kind="none", alpha=0.0, distribution="uniform", packing=packing, seed=seed))
-            for kind, distribution in (("ours", "uniform"), ("builtin", "uniform"), ("ours", "gaussian")):
-                for alpha in (5.0, 10.0, 15.0):
-                    arms.append(
-                        dict(kind=kind, alpha=alpha, distribution=distribution, packing=packing, seed=seed)
-                    )
-    return arms
+            uniform.append(arm("none", 0.0, "uniform", packing, seed))
+            for kind in ("ours", "builtin"):
+                uniform += [arm(kind, alpha, "uniform", packing, seed) for alpha in ALPHAS]
+            gaussian += [arm("ours", alpha, "gaussian", packing, seed) for alpha in ALPHAS]
+    return uniform + gaussian
 
 
 def reduced_grid() -> list[dict]:
@@ -88,11 +93,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-arms", type=int, default=None, help="stop after this many new arms")
     p.add_argument("--deadline-minutes", type=float, default=None, help="start no new arm after this long")
     p.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished arms")
-    p.add_argument(
-        "--shard",
-        default="0/1",
-        help="K/N: run only every N-th arm starting at K, so N processes can share one results folder",
-    )
     p.add_argument("--train-size", type=int, default=None, help="training records (default: all that fit)")
     p.add_argument("--heldback-size", type=int, default=32)
     p.add_argument("--heldout-size", type=int, default=32)
@@ -163,13 +163,10 @@ def run(args: argparse.Namespace) -> None:
         "threads": torch.get_num_threads(),
         "licences": assets.licence_lines(),
     }
-    shard, shards = (int(part) for part in args.shard.split("/"))
-    if shard == 0:
-        (out / "setup.json").write_text(json.dumps(setup, indent=2) + "\n")
-        references = [ex.answer for ex in splits.train[: args.gen_train]]
-        (out / "references.json").write_text(json.dumps(references, indent=2) + "\n")
+    _write_whole(out / "setup.json", setup)
+    _write_whole(out / "references.json", [ex.answer for ex in splits.train[: args.gen_train]])
     probe_path = out / "noise_probe.json"
-    if shard == 0 and not probe_path.exists():
+    if not probe_path.exists() and _claim(probe_path):
         seqs = [formatter.example_ids(ex)[0] for ex in splits.train[:8]]
         probes = {
             str(alpha): noise_probe.measure(
@@ -177,11 +174,11 @@ def run(args: argparse.Namespace) -> None:
             )
             for alpha in (5.0, 15.0)
         }
-        probe_path.write_text(json.dumps(probes, indent=2) + "\n")
+        _write_whole(probe_path, probes)
+        probe_path.with_suffix(".claim").unlink()
     del model
 
     grid = reduced_grid() if args.grid == "reduced" else full_grid(args.seeds)
-    grid = grid[shard::shards]
     start = time.time()
     done_now = 0
     for spec in grid:
@@ -194,71 +191,114 @@ def run(args: argparse.Namespace) -> None:
         if args.deadline_minutes is not None and (time.time() - start) / 60 > args.deadline_minutes:
             print(f"reproduce: deadline reached, stopping before {ident}", flush=True)
             break
-        arm = pipeline.Arm(
-            ident,
-            alpha=spec["alpha"],
-            distribution=spec["distribution"],
-            builtin=spec["kind"] == "builtin",
-            packing=spec["packing"],
-            seed=spec["seed"],
-        )
-        packed = spec["packing"]
-        train = pipeline.TrainSettings(
-            steps=steps,
-            batch_size=1 if packed else args.batch_size,
-            max_length=args.max_length * (args.batch_size if packed else 1),
-            learning_rate=args.lr,
-            full=args.full_ft,
-            logging_steps=max(1, steps // 10),
-            progress=False,
-        )
-        ev = pipeline.EvalSettings(
-            args.gen_train, args.gen_heldout, args.max_new_tokens, args.eval_batch_size, progress=False
-        )
-        print(f"reproduce: {ident} ...", flush=True)
-        t0 = time.time()
-        cpu0 = time.process_time()
-        with tempfile.TemporaryDirectory(prefix="neft-reproduce-") as scratch:
-            model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, scratch)
-        eval_train = pipeline.TrainSettings(max_length=args.max_length)
-        losses, generations = pipeline.evaluate_arm(model, tok, splits, eval_train, ev)
-        del model
-        refs = [ex.answer for ex in splits.train[: len(generations["train"])]]
-        noise = [h["neft/noise_norm"] for h in logs if "neft/noise_norm" in h]
-        result = {
-            "id": ident,
-            "spec": spec,
-            "arm": asdict(arm),
-            "train_seconds": round(seconds, 1),
-            "total_seconds": round(time.time() - t0, 1),
-            "cpu_seconds": round(time.process_time() - cpu0, 1),
-            "losses": losses,
-            "generations": generations,
-            "log_history": logs,
-            "metrics": {
-                "loss/train": measures.nanmean(losses["train"]),
-                "loss/heldback": measures.nanmean(losses["heldback"]),
-                "loss/heldout": measures.nanmean(losses["heldout"]),
-                "rougeL": measures.mean(measures.rouge_l_scores(generations["train"], refs)),
-                "bleu": measures.bleu(generations["train"], refs),
-                "len_chars": measures.mean(measures.char_lengths(generations["heldout"])),
-                "len_words": measures.mean(measures.word_lengths(generations["heldout"])),
-                "rep2": measures.repetition_rate(generations["heldout"], 2, args.prefix_tokens),
-                "logdiv": measures.log_diversity(generations["heldout"], args.prefix_tokens),
-                "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
-            },
-        }
-        # written whole and renamed: another shard may be reading the folder for its summary
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(result, indent=2) + "\n")
-        partial.replace(path)
+        if not _claim(path):
+            continue  # another worker is on it
+        try:
+            _run_arm(args, spec, ident, path, model_path, splits, steps)
+        finally:
+            path.with_suffix(".claim").unlink()
         done_now += 1
-        print(
-            f"reproduce: {ident} done in {result['total_seconds']:.0f} s: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if v is not None),
-            flush=True,
-        )
         summarize(out)
+
+
+def _write_whole(path: Path, payload: object) -> None:
+    """Written to a side file and renamed: another worker may be reading the folder for its summary."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    partial.replace(path)
+
+
+def _claim(path: Path) -> bool:
+    """Take `path`'s claim file for this process; False while another live worker holds it."""
+    claim = path.with_suffix(".claim")
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = claim.read_text().strip()
+        if not holder or _alive(int(holder)):  # empty: the holder is writing its pid right now
+            return False
+        claim.unlink(missing_ok=True)  # left by a worker that died
+        return _claim(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_arm(
+    args: argparse.Namespace, spec: dict, ident: str, path: Path, model_path: Path, splits, steps: int
+) -> None:
+    from neft_plugins.demo import pipeline
+
+    arm = pipeline.Arm(
+        ident,
+        alpha=spec["alpha"],
+        distribution=spec["distribution"],
+        builtin=spec["kind"] == "builtin",
+        packing=spec["packing"],
+        seed=spec["seed"],
+    )
+    packed = spec["packing"]
+    train = pipeline.TrainSettings(
+        steps=steps,
+        batch_size=1 if packed else args.batch_size,
+        max_length=args.max_length * (args.batch_size if packed else 1),
+        learning_rate=args.lr,
+        full=args.full_ft,
+        logging_steps=max(1, steps // 10),
+        progress=False,
+    )
+    ev = pipeline.EvalSettings(
+        args.gen_train, args.gen_heldout, args.max_new_tokens, args.eval_batch_size, progress=False
+    )
+    print(f"reproduce: {ident} ...", flush=True)
+    t0 = time.time()
+    cpu0 = time.process_time()
+    with tempfile.TemporaryDirectory(prefix="neft-reproduce-") as scratch:
+        model, tok, seconds, logs = pipeline.train_arm(model_path, splits, arm, train, scratch)
+    eval_train = pipeline.TrainSettings(max_length=args.max_length)
+    losses, generations = pipeline.evaluate_arm(model, tok, splits, eval_train, ev)
+    del model
+    refs = [ex.answer for ex in splits.train[: len(generations["train"])]]
+    noise = [h["neft/noise_norm"] for h in logs if "neft/noise_norm" in h]
+    result = {
+        "id": ident,
+        "spec": spec,
+        "arm": asdict(arm),
+        "train_seconds": round(seconds, 1),
+        "total_seconds": round(time.time() - t0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "losses": losses,
+        "generations": generations,
+        "log_history": logs,
+        "metrics": {
+            "loss/train": measures.nanmean(losses["train"]),
+            "loss/heldback": measures.nanmean(losses["heldback"]),
+            "loss/heldout": measures.nanmean(losses["heldout"]),
+            "rougeL": measures.mean(measures.rouge_l_scores(generations["train"], refs)),
+            "bleu": measures.bleu(generations["train"], refs),
+            "len_chars": measures.mean(measures.char_lengths(generations["heldout"])),
+            "len_words": measures.mean(measures.word_lengths(generations["heldout"])),
+            "rep2": measures.repetition_rate(generations["heldout"], 2, args.prefix_tokens),
+            "logdiv": measures.log_diversity(generations["heldout"], args.prefix_tokens),
+            "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
+        },
+    }
+    _write_whole(path, result)
+    print(
+        f"reproduce: {ident} done in {result['total_seconds']:.0f} s: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if v is not None),
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------ summary

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,24 @@ def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
         f"2/2 up; pooled [{pooled['low']:+.3g}, {pooled['high']:+.3g}]"
         in (tmp_path / "README.md").read_text()
     )
+
+
+def test_workers_share_the_grid_through_claim_files(tmp_path):
+    reproduce = _reproduce()
+    arm = tmp_path / "none-padded-s0.json"
+    assert reproduce._claim(arm)
+    assert not reproduce._claim(arm)  # held by a live process (this one)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    arm.with_suffix(".claim").write_text(dead.stdout.strip())
+    assert reproduce._claim(arm)  # a dead worker's claim is taken over
+    assert arm.with_suffix(".claim").read_text() == str(os.getpid())
+
+
+def test_full_grid_is_every_arm_the_issue_asks_for_once():
+    grid = _reproduce().full_grid([0, 1, 2])
+    ids = {(a["kind"], a["alpha"], a["distribution"], a["packing"], a["seed"]) for a in grid}
+    assert len(ids) == len(grid) == 3 * 2 * (1 + 3 + 3 + 3)
+    assert {a["alpha"] for a in grid if a["kind"] == "builtin"} == {5.0, 10.0, 15.0}
+    assert all(a["distribution"] == "gaussian" for a in grid[-18:])  # cut first when a run stops early
