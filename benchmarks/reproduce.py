@@ -6,9 +6,11 @@ Every arm writes ``<out>/arms/<id>.json`` as soon as it finishes, and a rerun sk
 the grid can be run in pieces. ``--summarize`` rebuilds the tables and plots from what is there.
 
     python benchmarks/reproduce.py                       # the full grid (hours on a CPU)
-    python benchmarks/reproduce.py --grid reduced        # what was run for benchmarks/results/
+    python benchmarks/reproduce.py --grid reduced        # 15 arms in priority order, a quick look
     python benchmarks/reproduce.py --summarize           # tables + plots only
     python benchmarks/reproduce.py & python benchmarks/reproduce.py   # two workers share the grid
+
+benchmarks/results/FINDINGS.md gives the exact command behind the committed results.
 
 Packed arms pack `batch_size` records into each row (TRL bfd, padding-free, restarting position_ids):
 one row of `batch_size * max_length` tokens per step, so they see about as many tokens per step as the
