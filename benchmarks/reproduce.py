@@ -282,18 +282,13 @@ def _run_arm(
         "losses": losses,
         "generations": generations,
         "log_history": logs,
-        "metrics": {
-            "loss/train": measures.nanmean(losses["train"]),
-            "loss/heldback": measures.nanmean(losses["heldback"]),
-            "loss/heldout": measures.nanmean(losses["heldout"]),
-            "rougeL": measures.mean(measures.rouge_l_scores(generations["train"], refs)),
-            "bleu": measures.bleu(generations["train"], refs),
-            "len_chars": measures.mean(measures.char_lengths(generations["heldout"])),
-            "len_words": measures.mean(measures.word_lengths(generations["heldout"])),
-            "rep2": measures.repetition_rate(generations["heldout"], 2, args.prefix_tokens),
-            "logdiv": measures.log_diversity(generations["heldout"], args.prefix_tokens),
-            "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
-        },
+    }
+    result["metrics"] = {
+        **{key: measures.nanmean(_per_example(result, key, refs)) for key in PER_EXAMPLE},
+        "bleu": measures.bleu(generations["train"], refs),
+        "rep2": measures.repetition_rate(generations["heldout"], 2, args.prefix_tokens),
+        "logdiv": measures.log_diversity(generations["heldout"], args.prefix_tokens),
+        "neft/noise_norm": (measures.mean(noise) / (spec["alpha"] / math.sqrt(3))) if noise else None,
     }
     _write_whole(path, result)
     print(
@@ -471,8 +466,11 @@ def summarize(out: Path) -> None:
     (out / "README.md").write_text("\n".join(lines))
 
 
+PER_EXAMPLE = ("loss/train", "loss/heldback", "loss/heldout", "rougeL", "len_chars", "len_words")
+
+
 def _per_example(arm: dict, key: str, references: list[str] | None) -> list[float] | None:
-    """The per-example values behind a metric, or None where the metric is corpus-level."""
+    """The per-example values behind a metric in PER_EXAMPLE (the metric is their mean), else None."""
     if key.startswith("loss/"):
         return arm["losses"][key.removeprefix("loss/")]
     if key == "rougeL" and references is not None:
