@@ -28,9 +28,7 @@ nox.options.error_on_missing_interpreters = True
 
 
 def _pytest(session: nox.Session, path: str, **env: str) -> None:
-    # The `pytest` script, not `python -m pytest`: the latter puts the repository root first on sys.path,
-    # where the source folder neft_plugins/ lacks the integrations (they ship from integrations/).
-    session.run("pytest", path, *session.posargs, env={**OFFLINE_ENV, **env})
+    session.run("python", "-m", "pytest", path, *session.posargs, env={**OFFLINE_ENV, **env})
 
 
 @nox.session

@@ -17,20 +17,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError, WebUIHooks, webui_hooks
 
 ALPHA_MAX = 20.0
 PREVIEW_COMMAND = "neft-llamafactory train"
-_SCRIPT = Path(sys.executable).parent / "neft-llamafactory"
-# The console script beside this interpreter (`python -m` would put the working directory first on sys.path).
-TRAIN_COMMAND = (
-    [str(_SCRIPT), "train"]
-    if _SCRIPT.exists()
-    else [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
-)
+TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
 OPTION_KEYS = ("neftune_distribution", "neftune_schedule", "neftune_scope", "neftune_length")
 LABELS = {
     "neftune_alpha": (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -122,13 +123,12 @@ def test_builtin_key_in_extra_args_is_kept_so_the_run_refuses(board, tmp_path):
 
 
 def test_launch_runs_our_cli(monkeypatch):
-    from lf_helpers import console_script
-
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda command, *a, **k: started.append(command))
     webui._popen(["llamafactory-cli", "train", "saves/x/training_args.yaml"], text=True)
     webui._popen(["llamafactory-cli", "export", "x.yaml"])
-    assert started[0] == [console_script("neft-llamafactory"), "train", "saves/x/training_args.yaml"]
+    our_cli = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli"]
+    assert started[0] == [*our_cli, "train", "saves/x/training_args.yaml"]
     assert started[1] == ["llamafactory-cli", "export", "x.yaml"]
 
 
