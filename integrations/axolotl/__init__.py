@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from axolotl.integrations.base import BasePlugin
+
 from neft_plugins.integrations.axolotl.args import NEFTuneArgs, neftune_config
 
 __all__ = ["NEFTuneArgs", "NEFTunePlugin"]

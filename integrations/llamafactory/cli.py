@@ -76,9 +76,8 @@ def train(args: Sequence[str]) -> int:
 
 
 def version() -> int:
-    from neft_plugins.integrations.llamafactory.compat import TESTED_VERSIONS, llamafactory_version
-
     import neft_plugins
+    from neft_plugins.integrations.llamafactory.compat import TESTED_VERSIONS, llamafactory_version
 
     print(f"neft-plugins {neft_plugins.__version__}")
     print(f"llamafactory {llamafactory_version()} (tested: {', '.join(TESTED_VERSIONS)})")
@@ -89,9 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "train":
-        from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
-
         from neft_plugins.config import NEFTuneConfigError, NEFTuneConflictError
+        from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
 
         try:
             return train(rest)

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.integrations.llamafactory import compat
-
 from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.integrations.llamafactory import compat
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
 
