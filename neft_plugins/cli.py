@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     if argv[:1] == ["report"]:
-        from neft_plugins.demo.cli import report_main
+        from neft_plugins.demo.report_cli import report_main
 
         return report_main(argv[1:])
     parser = argparse.ArgumentParser(prog="neft", description="NEFTune, done right.")

@@ -1,20 +1,17 @@
-"""``neft demo`` and ``neft report``.
+"""``neft demo``.
 
-``neft demo`` fine-tunes a real small pretrained model twice (no noise / NEFTune), same seed, data and
-steps, and reports the measures of the NEFTune paper's Section 5 with their uncertainty, plus the
-noise each sequence really received (ours against transformers' built-in). ``neft report`` computes
+It fine-tunes a real small pretrained model twice (no noise / NEFTune), same seed, data and steps, and
+reports the measures of the NEFTune paper's Section 5 with their uncertainty, plus the noise each
+sequence really received (ours against transformers' built-in). ``neft report`` (report_cli.py) computes
 the same generation measures for any two sets of generations.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from neft_plugins.demo import measures
 
@@ -71,26 +68,6 @@ def _demo_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("transformers", "trl", "peft", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
 def demo_main(argv: list[str] | None = None) -> int:
     args = _demo_parser().parse_args(argv)
     from neft_plugins import NEFTuneConfig, NEFTuneConfigError
@@ -114,10 +91,10 @@ def demo_main(argv: list[str] | None = None) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    _quiet_libraries()
-    import torch
-
     from neft_plugins.demo import assets, noise_probe, pipeline, report
+
+    pipeline.quiet_libraries()
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,8 +213,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     identical = sum(x == y for x, y in zip(a.generations["train"], b.generations["train"], strict=False))
     lap("measures")
 
-    write_generations(out / "generations_A.json", splits, a.generations)
-    write_generations(out / "generations_B.json", splits, b.generations)
+    report.write_generations(out / "generations_A.json", splits, a.generations)
+    report.write_generations(out / "generations_B.json", splits, b.generations)
     settings = {k: v for k, v in vars(args).items()}
     settings.update(
         model=str(model_path), data=str(data_path), heldout=str(heldout_path) if heldout_path else None
@@ -274,7 +251,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             a.generations["heldout"], b.generations["heldout"], ("A", "B"), out / "answer_lengths.png"
         ),
     ]
-    md = demo_markdown(payload, diffs, arm_a.name, arm_b.name, plots)
+    md = report.demo_markdown(payload, diffs, arm_a.name, arm_b.name, plots)
     (out / "report.md").write_text(md, encoding="utf-8")
 
     print()
@@ -293,222 +270,6 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"\nneft demo: report in {out}/ (report.md, report.json, PNG plots); {timings['total']:.0f} s in all "
         f"({timings['cpu_seconds']:.0f} CPU seconds, {timings['torch_threads']} torch thread(s))"
     )
-    return 0
-
-
-def write_generations(path: Path, splits: Any, generations: dict[str, list[str]]) -> None:
-    payload = {
-        "train": [
-            {"instruction": ex.instruction, "output": out, "reference": ex.answer}
-            for ex, out in zip(splits.train, generations["train"], strict=False)
-        ],
-        "heldout": [
-            {"instruction": ex.instruction, "output": out}
-            for ex, out in zip(splits.heldout, generations["heldout"], strict=False)
-        ],
-    }
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
-def demo_markdown(payload: dict, diffs: list, name_a: str, name_b: str, plots: list[Path]) -> str:
-    from neft_plugins.demo import report
-
-    s = payload["settings"]
-    lines = [
-        "# neft demo report",
-        "",
-        f"- A = **{name_a}**, B = **{name_b}**; same seed ({s['seed']}), data and steps ({s['steps']} x batch "
-        f"{s['batch_size']}, {'full fine-tuning' if s['full'] else 'LoRA r=16'}, max length {s['max_length']}).",
-        f"- Model: `{s['model']}`; data: `{s['data']}`; held-out: `{s['heldout']}`.",
-        f"- Wall time: {payload['timings_seconds']}",
-        "",
-        "## Licences",
-        "",
-        *[f"- {line}" for line in payload["licences"]],
-        "",
-        "## What changed (B - A)",
-        "",
-        report.markdown_table(report.DIFF_HEADER, report.difference_rows(diffs)),
-        "",
-        f"{payload['identical_train_answers']} greedy answers to training prompts are identical in A and B.",
-        "",
-        report.HONESTY,
-        "",
-        "## The certain part: noise each sequence received",
-        "",
-        f"alpha = {payload['noise_probe']['alpha']:g}, embedding width d = {payload['noise_probe']['d']}, paper's "
-        f"per-sequence noise norm alpha/sqrt(3) = {payload['noise_probe']['target']:.3f}; median token-embedding "
-        f"norm {payload['noise_probe']['median_token_embedding_norm']:.3f}. Ratios are measured noise norm / "
-        "(alpha/sqrt(3)) over each sequence's real tokens; transformers' built-in uses alpha/sqrt(row length * d) "
-        "on every position, padding included.",
-        "",
-        report.markdown_table(report.NOISE_HEADER, report.noise_rows(payload["noise_summary"])),
-        "",
-        "## Both models' answers",
-        "",
-        f"**{payload['quantum']['prompt']}**",
-        "",
-        f"A: {payload['quantum']['A']}",
-        "",
-        f"B: {payload['quantum']['B']}",
-        "",
-        "## Plots",
-        "",
-        *[f"![{p.stem}]({p.name})" for p in plots],
-        "",
-        "## Definitions",
-        "",
-        report.definitions_markdown(s["prefix_tokens"]),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-
-def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="neft report",
-        description="Compare two sets of generations with the NEFTune paper's Section 5 measures, each "
-        "difference with a paired-bootstrap interval. Inputs: JSON/JSONL lists of {instruction, output} "
-        "(AlpacaEval style) or of strings, or the generations_*.json files of `neft demo`.",
-    )
-    p.add_argument("a", help="generations of arm A (the baseline)")
-    p.add_argument("b", help="generations of arm B")
-    p.add_argument(
-        "--references",
-        help="Alpaca-style JSON/JSONL of training records: answers to these instructions are scored with "
-        "ROUGE-L/BLEU against their outputs; the other answers count as held-out",
-    )
-    p.add_argument("--names", nargs=2, default=("A", "B"), metavar=("NAME_A", "NAME_B"))
-    p.add_argument("--prefix-tokens", type=int, default=measures.DEFAULT_PREFIX_TOKENS)
-    p.add_argument("--bootstrap", type=int, default=measures.DEFAULT_BOOTSTRAP)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write report.json, report.md and PNGs here")
-    return p
-
-
-def _read_items(path: str) -> Any:
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".jsonl"):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return json.loads(text)
-
-
-def load_generations(path: str, references: dict[str, str] | None = None) -> dict[str, list[dict]]:
-    """{'train': [{instruction, output, reference}], 'heldout': [{instruction, output}]} from any input form."""
-    data = _read_items(path)
-    if isinstance(data, dict) and ("train" in data or "heldout" in data):
-        return {"train": list(data.get("train", [])), "heldout": list(data.get("heldout", []))}
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of generations or a neft demo generations file")
-    items = [{"instruction": None, "output": x} if isinstance(x, str) else dict(x) for x in data]
-    for item in items:
-        if "output" not in item:
-            raise ValueError(f"{path}: every item needs an 'output'")
-    out: dict[str, list[dict]] = {"train": [], "heldout": []}
-    for item in items:
-        ref = references.get(item.get("instruction")) if references else None
-        if ref is not None:
-            out["train"].append({**item, "reference": ref})
-        else:
-            out["heldout"].append(item)
-    return out
-
-
-def _pair(name: str, a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Pair answers by instruction when every answer has one, else by position."""
-    if a and b and all(x.get("instruction") for x in a + b):
-        by_b = {x["instruction"]: x for x in b}
-        pairs = [(x, by_b[x["instruction"]]) for x in a if x["instruction"] in by_b]
-        if not pairs:
-            raise ValueError(f"{name}: A and B share no instruction")
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    if len(a) != len(b):
-        raise ValueError(
-            f"{name}: A has {len(a)} answers and B {len(b)}; without instructions they pair by position"
-        )
-    return a, b
-
-
-def report_main(argv: list[str] | None = None) -> int:
-    args = _report_parser().parse_args(argv)
-    from neft_plugins.demo import pipeline, report
-
-    try:
-        refs = None
-        if args.references:
-            refs = {ex.instruction: ex.answer for ex in pipeline.load_records(args.references)}
-        ga = load_generations(args.a, refs)
-        gb = load_generations(args.b, refs)
-        train_a, train_b = (
-            _pair("training-prompt answers", ga["train"], gb["train"]) if ga["train"] else ([], [])
-        )
-        held_a, held_b = (
-            _pair("held-out answers", ga["heldout"], gb["heldout"]) if ga["heldout"] else ([], [])
-        )
-    except (OSError, ValueError) as error:
-        print(f"neft report: {error}", file=sys.stderr)
-        return 2
-    if not train_a and not held_a:
-        print("neft report: no answers to compare", file=sys.stderr)
-        return 2
-    diffs = measures.compare_generations(
-        [x["output"] for x in held_a] if held_a else None,
-        [x["output"] for x in held_b] if held_b else None,
-        [x["output"] for x in train_a] if train_a else None,
-        [x["output"] for x in train_b] if train_b else None,
-        [x["reference"] for x in train_a] if train_a else None,
-        prefix=args.prefix_tokens,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-    )
-    name_a, name_b = args.names
-    print(f"A = {name_a} ({args.a});  B = {name_b} ({args.b})")
-    print(f"{len(train_a)} answers to training prompts, {len(held_a)} held-out answers")
-    print(report.text_table(report.DIFF_HEADER, report.difference_rows(diffs)))
-    print(f"\n{report.HONESTY.split(' benchmarks/')[0]}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "inputs": {"A": args.a, "B": args.b, "references": args.references},
-            "names": {"A": name_a, "B": name_b},
-            "counts": {"train": len(train_a), "heldout": len(held_a)},
-            "differences": [d.as_dict() for d in diffs],
-            "definitions": measures.DEFINITIONS,
-        }
-        report.write_json(out / "report.json", payload)
-        plots = [report.plot_differences(diffs, out / "differences.png", f"{name_b} minus {name_a}")]
-        if held_a:
-            plots.append(
-                report.plot_lengths(
-                    [x["output"] for x in held_a],
-                    [x["output"] for x in held_b],
-                    (name_a, name_b),
-                    out / "answer_lengths.png",
-                )
-            )
-        md = [
-            "# neft report",
-            "",
-            f"A = **{name_a}** (`{args.a}`), B = **{name_b}** (`{args.b}`); {len(train_a)} answers to training "
-            f"prompts, {len(held_a)} held-out answers.",
-            "",
-            report.markdown_table(report.DIFF_HEADER, report.difference_rows(diffs)),
-            "",
-            report.HONESTY.split(" benchmarks/")[0],
-            "",
-            *[f"![{p.stem}]({p.name})" for p in plots],
-            "",
-            "## Definitions",
-            "",
-            report.definitions_markdown(args.prefix_tokens),
-            "",
-        ]
-        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-        print(f"neft report: written to {out}/")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,27 @@ PLAIN_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 QUANTUM_PROMPT = "Can you explain the basics of quantum computing?"
 DATA_SEED = 1234
 EVAL_MAX_LENGTH = 256  # the data split does not move with the training seed
+
+
+def quiet_libraries() -> None:
+    """Offline, and only errors from the training libraries: the demo prints its own progress."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("transformers", "trl", "peft", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 @dataclass(frozen=True)

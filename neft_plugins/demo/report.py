@@ -1,4 +1,4 @@
-"""Tables, markdown, JSON and PNG plots for ``neft demo`` and ``neft report``."""
+"""Tables, markdown, JSON and PNG plots for ``neft demo``, ``neft report`` and ``benchmarks/reproduce.py``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from neft_plugins.demo.measures import DEFINITIONS, Difference
+from neft_plugins.demo.pipeline import Splits
 
 HONESTY = (
     "How to read this: each row is arm B minus arm A with a 95% paired-bootstrap interval over the "
@@ -18,6 +19,8 @@ HONESTY = (
     "benchmarks/results/ repeats the comparison over seeds. At 135M parameters and a few dozen steps the "
     "paper's quality effects are expected to be small. The noise table is exact: it is measured, not estimated."
 )
+# `neft report` compares generations only: no seeds over which to repeat, no noise table.
+REPORT_HONESTY = HONESTY.split(" benchmarks/")[0]
 
 
 def fmt(value: float, digits: int = 4) -> str:
@@ -93,7 +96,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,11 +106,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Path:
     """Each difference relative to A's value, with its interval, so unlike units share one axis."""
-    plt = _pyplot()
     usable = [d for d in diffs if not any(math.isnan(x) for x in (d.a, d.low, d.high)) and d.a != 0]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(usable) + 1.5))
+    fig, ax = pyplot().subplots(figsize=(8, 0.5 * len(usable) + 1.5))
     for i, d in enumerate(usable):
         scale = 100.0 / abs(d.a)
         ax.errorbar(
@@ -121,16 +131,12 @@ def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Pat
     ax.set_yticks(range(len(usable)), [d.name for d in usable])
     ax.set_xlabel("B - A, % of A (95% paired-bootstrap interval; red: excludes 0)")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_noise(probe: dict, path: Path) -> Path:
-    plt = _pyplot()
     layouts = probe["layouts"]
-    fig, axes = plt.subplots(1, len(layouts), figsize=(4.2 * len(layouts), 3.6), sharey=True)
+    fig, axes = pyplot().subplots(1, len(layouts), figsize=(4.2 * len(layouts), 3.6), sharey=True)
     for ax, row in zip(axes, layouts, strict=False):
         lengths = row["lengths"]
         for impl, marker, color in (("ours", "o", "tab:blue"), ("built-in", "x", "tab:orange")):
@@ -144,15 +150,11 @@ def plot_noise(probe: dict, path: Path) -> Path:
     fig.suptitle(
         f"Noise each sequence received, alpha={probe['alpha']:g} (1.0 = the paper's per-sequence norm)"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = pyplot().subplots(figsize=(6, 3.6))
     for name, history in logs.items():
         points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
         if points:
@@ -160,15 +162,11 @@ def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (as logged, noise on)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = pyplot().subplots(figsize=(6, 3.6))
     la = [len(t.split()) for t in a]
     lb = [len(t.split()) for t in b]
     top = max([*la, *lb, 1])
@@ -177,11 +175,106 @@ def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], pat
     ax.set_xlabel("answer length (whitespace tokens), held-out instructions")
     ax.set_ylabel("answers")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def definitions_markdown(prefix: int) -> str:
     return "\n".join(f"- **{k}**: {v.replace('PREFIX', str(prefix))}" for k, v in DEFINITIONS.items())
+
+
+def write_generations(path: Path, splits: Splits, generations: dict[str, list[str]]) -> None:
+    payload = {
+        "train": [
+            {"instruction": ex.instruction, "output": out, "reference": ex.answer}
+            for ex, out in zip(splits.train, generations["train"], strict=False)
+        ],
+        "heldout": [
+            {"instruction": ex.instruction, "output": out}
+            for ex, out in zip(splits.heldout, generations["heldout"], strict=False)
+        ],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def demo_markdown(
+    payload: dict[str, Any], diffs: Sequence[Difference], name_a: str, name_b: str, plots: Sequence[Path]
+) -> str:
+    """report.md of ``neft demo``; `payload` is its report.json."""
+    s = payload["settings"]
+    lines = [
+        "# neft demo report",
+        "",
+        f"- A = **{name_a}**, B = **{name_b}**; same seed ({s['seed']}), data and steps ({s['steps']} x batch "
+        f"{s['batch_size']}, {'full fine-tuning' if s['full'] else 'LoRA r=16'}, max length {s['max_length']}).",
+        f"- Model: `{s['model']}`; data: `{s['data']}`; held-out: `{s['heldout']}`.",
+        f"- Wall time: {payload['timings_seconds']}",
+        "",
+        "## Licences",
+        "",
+        *[f"- {line}" for line in payload["licences"]],
+        "",
+        "## What changed (B - A)",
+        "",
+        markdown_table(DIFF_HEADER, difference_rows(diffs)),
+        "",
+        f"{payload['identical_train_answers']} greedy answers to training prompts are identical in A and B.",
+        "",
+        HONESTY,
+        "",
+        "## The certain part: noise each sequence received",
+        "",
+        f"alpha = {payload['noise_probe']['alpha']:g}, embedding width d = {payload['noise_probe']['d']}, paper's "
+        f"per-sequence noise norm alpha/sqrt(3) = {payload['noise_probe']['target']:.3f}; median token-embedding "
+        f"norm {payload['noise_probe']['median_token_embedding_norm']:.3f}. Ratios are measured noise norm / "
+        "(alpha/sqrt(3)) over each sequence's real tokens; transformers' built-in uses alpha/sqrt(row length * d) "
+        "on every position, padding included.",
+        "",
+        markdown_table(NOISE_HEADER, noise_rows(payload["noise_summary"])),
+        "",
+        "## Both models' answers",
+        "",
+        f"**{payload['quantum']['prompt']}**",
+        "",
+        f"A: {payload['quantum']['A']}",
+        "",
+        f"B: {payload['quantum']['B']}",
+        "",
+        "## Plots",
+        "",
+        *_image_lines(plots),
+        "",
+        "## Definitions",
+        "",
+        definitions_markdown(s["prefix_tokens"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def report_markdown(
+    payload: dict[str, Any], diffs: Sequence[Difference], plots: Sequence[Path], prefix: int
+) -> str:
+    """report.md of ``neft report``; `payload` is its report.json."""
+    names, inputs, counts = payload["names"], payload["inputs"], payload["counts"]
+    lines = [
+        "# neft report",
+        "",
+        f"A = **{names['A']}** (`{inputs['A']}`), B = **{names['B']}** (`{inputs['B']}`); {counts['train']} "
+        f"answers to training prompts, {counts['heldout']} held-out answers.",
+        "",
+        markdown_table(DIFF_HEADER, difference_rows(diffs)),
+        "",
+        REPORT_HONESTY,
+        "",
+        *_image_lines(plots),
+        "",
+        "## Definitions",
+        "",
+        definitions_markdown(prefix),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _image_lines(plots: Sequence[Path]) -> list[str]:
+    return [f"![{p.stem}]({p.name})" for p in plots]

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from neft_plugins.demo.cli import demo_main, report_main
+from neft_plugins.demo.cli import demo_main
+from neft_plugins.demo.report_cli import report_main
 
 
 @pytest.fixture(scope="module")

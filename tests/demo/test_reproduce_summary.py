@@ -1,27 +1,17 @@
-"""benchmarks/reproduce.py's summary: the paired directions and pooled intervals, on arms built by hand."""
+"""benchmarks/reproduce.py's grid and summary: paired directions and pooled intervals, on arms built by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from neft_plugins.demo import measures
+from neft_plugins.demo import grid, grid_summary, measures
 
-REPRODUCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce.py"
 REFERENCES = ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn", "rain falls on roofs"]
-
-
-def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _arm(kind: str, alpha: float, seed: int, loss_shift: float, answers: list[str]) -> dict:
@@ -60,7 +50,7 @@ def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
         (tmp_path / "arms" / f"{arm['id']}.json").write_text(json.dumps(arm))
     (tmp_path / "references.json").write_text(json.dumps(REFERENCES))
 
-    _reproduce().summarize(tmp_path)
+    grid_summary.summarize(tmp_path)
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     (row,) = summary["directions"]
@@ -88,21 +78,20 @@ def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
 
 
 def test_workers_share_the_grid_through_claim_files(tmp_path):
-    reproduce = _reproduce()
     arm = tmp_path / "none-padded-s0.json"
-    assert reproduce._claim(arm)
-    assert not reproduce._claim(arm)  # held by a live process (this one)
+    assert grid.claim(arm)
+    assert not grid.claim(arm)  # held by a live process (this one)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     arm.with_suffix(".claim").write_text(dead.stdout.strip())
-    assert reproduce._claim(arm)  # a dead worker's claim is taken over
+    assert grid.claim(arm)  # a dead worker's claim is taken over
     assert arm.with_suffix(".claim").read_text() == str(os.getpid())
 
 
 def test_full_grid_is_every_arm_the_issue_asks_for_once():
-    grid = _reproduce().full_grid([0, 1, 2])
-    ids = {(a["kind"], a["alpha"], a["distribution"], a["packing"], a["seed"]) for a in grid}
-    assert len(ids) == len(grid) == 3 * 2 * (1 + 3 + 3 + 3)
-    assert {a["alpha"] for a in grid if a["kind"] == "builtin"} == {5.0, 10.0, 15.0}
-    assert all(a["distribution"] == "gaussian" for a in grid[-18:])  # cut first when a run stops early
+    arms = grid.full_grid([0, 1, 2])
+    ids = {(a.kind, a.alpha, a.distribution, a.packing, a.seed) for a in arms}
+    assert len(ids) == len(arms) == 3 * 2 * (1 + 3 + 3 + 3)
+    assert {a.alpha for a in arms if a.kind == "builtin"} == {5.0, 10.0, 15.0}
+    assert all(a.distribution == "gaussian" for a in arms[-18:])  # cut first when a run stops early
