@@ -261,24 +261,16 @@ def compare_generations(
             )
         )
     if heldout_a is not None and heldout_b is not None:
-        out.append(
-            paired_bootstrap(
-                "answer length (chars)",
-                char_lengths(heldout_a),
-                char_lengths(heldout_b),
-                n_boot=n_boot,
-                seed=seed,
+        for unit, lengths in (("chars", char_lengths), ("words", word_lengths)):
+            out.append(
+                paired_bootstrap(
+                    f"answer length ({unit})",
+                    lengths(heldout_a),
+                    lengths(heldout_b),
+                    n_boot=n_boot,
+                    seed=seed,
+                )
             )
-        )
-        out.append(
-            paired_bootstrap(
-                "answer length (words)",
-                word_lengths(heldout_a),
-                word_lengths(heldout_b),
-                n_boot=n_boot,
-                seed=seed,
-            )
-        )
         out.append(
             paired_bootstrap(
                 f"rep-2 (first {prefix} words)",
