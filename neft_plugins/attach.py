@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError
+from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 from neft_plugins.noise import (
     noise_dtype,
     padded_magnitude,
@@ -91,8 +91,12 @@ class NEFTuneHandle:
         self.config = config
         self.sequence_group = sequence_group
         self.embeddings, self.embeddings_path = find_input_embeddings(model)
-        if getattr(self.embeddings, "neftune_noise_alpha", None) is not None:
-            NEFTuneConfig.check_no_builtin(self.embeddings.neftune_noise_alpha)
+        check_no_double_noise(
+            {
+                "neftune_alpha": config.neftune_alpha,
+                "neftune_noise_alpha": getattr(self.embeddings, "neftune_noise_alpha", None),
+            }
+        )
         if self.embeddings in _attached:
             raise NEFTuneConflictError(
                 f"NEFTune is already attached to {self.embeddings_path}; detach it before attaching again"
@@ -242,7 +246,7 @@ def attach(
     ``sequence_group``: the context-parallel group whose ranks each hold a slice of every sequence; L is
     then counted over the whole sequence, across the group.
     """
-    return NEFTuneHandle(model, _config(config, keys), sequence_group)
+    return NEFTuneHandle(model, as_config(config, keys), sequence_group)
 
 
 @contextlib.contextmanager
@@ -259,9 +263,3 @@ def neftune(
         yield handle
     finally:
         handle.detach()
-
-
-def _config(config: NEFTuneConfig | None, keys: Mapping[str, Any]) -> NEFTuneConfig:
-    if config is not None and keys:
-        raise TypeError("pass either a NEFTuneConfig or neftune_* keyword arguments, not both")
-    return config if config is not None else NEFTuneConfig(**keys)

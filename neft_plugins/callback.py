@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, _config, attach, distributed_rank
-from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError
+from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, attach, distributed_rank
+from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 
 STATE_FILE = "neft_state_rank{rank}.pt"
 
@@ -25,21 +25,20 @@ class NEFTuneCallback(TrainerCallback):
     """
 
     def __init__(self, config: NEFTuneConfig | None = None, **keys: Any) -> None:
-        self.config = _config(config, keys)
+        self.config = as_config(config, keys)
         self.handle: NEFTuneHandle | None = None
         self._guarded: set[int] = set()
 
     def on_init_end(self, args, state, control, **kwargs):
-        if self.config.enabled:
-            NEFTuneConfig.check_no_builtin(getattr(args, "neftune_noise_alpha", None))
+        _check_trainer_args(args, self.config.neftune_alpha)
         # Callbacks given to the constructor: guard the whole of train().
         self._guard(_calling_trainer(), "train")
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        trainer = _calling_trainer()
+        _refuse_builtin(trainer, self.config.neftune_alpha)
         if not self.config.enabled:
             return
-        trainer = _calling_trainer()
-        _refuse_builtin(trainer)
         # Callbacks added after construction: guard each training step.
         self._guard(trainer, "training_step")
         self._detach()
@@ -106,18 +105,31 @@ class NEFTuneCallback(TrainerCallback):
         return log_with_neft
 
 
-def _refuse_builtin(trainer: Trainer) -> None:
+def _refuse_builtin(trainer: Trainer, neftune_alpha: float) -> None:
     """Stop before training if transformers' own NEFTune is on too; its hook, already attached by
     ``train()``, is removed first so that stopping leaves the model clean."""
     try:
-        NEFTuneConfig.check_no_builtin(getattr(trainer.args, "neftune_noise_alpha", None))
+        _check_trainer_args(trainer.args, neftune_alpha)
     except NEFTuneConflictError:
-        builtin_hook = getattr(trainer, "neftune_hook_handle", None)
-        if builtin_hook is not None:
-            from transformers.integrations.neftune import deactivate_neftune
-
-            deactivate_neftune(trainer.model, builtin_hook, trainer.accelerator)
+        _remove_builtin_hook(trainer)
         raise
+
+
+def _check_trainer_args(args: Any, neftune_alpha: float) -> None:
+    builtin_alpha = getattr(args, "neftune_noise_alpha", None)
+    check_no_double_noise({"neftune_alpha": neftune_alpha, "neftune_noise_alpha": builtin_alpha})
+
+
+def _remove_builtin_hook(trainer: Trainer) -> None:
+    hook = getattr(trainer, "neftune_hook_handle", None)
+    if hook is None:
+        return
+    try:
+        from transformers.integrations.neftune import deactivate_neftune
+    except ImportError:  # transformers < 5.2: the Trainer removes its own hook
+        trainer._deactivate_neftune(trainer.model)
+    else:
+        deactivate_neftune(trainer.model, hook, trainer.accelerator)
 
 
 def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup | None:

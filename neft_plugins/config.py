@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Mapping
@@ -11,6 +12,8 @@ from typing import Any
 from neft_plugins.noise import SCOPES
 
 LENGTHS = ("sequence", "padded")
+# The frameworks' own NEFTune keys: transformers' built-in, and Axolotl's deprecated alias of it.
+BUILTIN_KEYS = ("neftune_noise_alpha", "noisy_embedding_alpha")
 
 
 class NEFTuneConfigError(ValueError):
@@ -55,7 +58,13 @@ class NEFTuneConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> NEFTuneConfig:
-        """Our keys from a YAML-style mapping; other keys are ignored, ``None`` means the default."""
+        """Our keys from a whole YAML-style config; ``None`` means the default.
+
+        Refuses a misspelt ``neftune_*`` key and a framework's built-in NEFTune key beside ours; the
+        framework's other keys are left alone.
+        """
+        check_known_keys(mapping)
+        check_no_double_noise(mapping)
         return cls(**{key: mapping[key] for key in CONFIG_KEYS if mapping.get(key) is not None})
 
     @classmethod
@@ -64,17 +73,48 @@ class NEFTuneConfig:
         rest = {key: value for key, value in mapping.items() if key not in CONFIG_KEYS}
         return cls.from_mapping(mapping), rest
 
-    @staticmethod
-    def check_no_builtin(builtin_alpha: Any, builtin_key: str = "neftune_noise_alpha") -> None:
-        """Refuse a framework's built-in NEFTune key beside ours: the embeddings would be noised twice."""
-        if builtin_alpha is not None and builtin_alpha != 0:
-            raise NEFTuneConflictError(
-                f"{builtin_key}: got {builtin_alpha!r} while neft-plugins' NEFTune is enabled; both would noise "
-                f"the embeddings, twice. Remove {builtin_key} and set neftune_alpha instead."
+
+CONFIG_KEYS: tuple[str, ...] = tuple(field.name for field in fields(NEFTuneConfig))
+
+
+def as_config(config: NEFTuneConfig | None, keys: Mapping[str, Any]) -> NEFTuneConfig:
+    """``config`` itself, or one built from ``neftune_*`` keyword arguments (not both)."""
+    if config is not None and keys:
+        raise TypeError("pass either a NEFTuneConfig or neftune_* keyword arguments, not both")
+    return config if config is not None else NEFTuneConfig(**keys)
+
+
+def check_known_keys(mapping: Mapping[str, Any]) -> None:
+    """A ``neftune_*`` key that is neither ours nor a framework's is a typo: refuse it, with a suggestion."""
+    for key in mapping:
+        if isinstance(key, str) and key.startswith("neftune_") and key not in (*CONFIG_KEYS, *BUILTIN_KEYS):
+            # Compared without the shared prefix, which would make every key look close.
+            names = [known.removeprefix("neftune_") for known in CONFIG_KEYS]
+            close = difflib.get_close_matches(key.removeprefix("neftune_"), names, n=1)
+            suggestion = f"did you mean neftune_{close[0]}? " if close else ""
+            raise NEFTuneConfigError(
+                f"{key}: unknown key; {suggestion}neft-plugins' keys are {', '.join(CONFIG_KEYS)}"
             )
 
 
-CONFIG_KEYS: tuple[str, ...] = tuple(field.name for field in fields(NEFTuneConfig))
+def check_no_double_noise(mapping: Mapping[str, Any]) -> None:
+    """Refuse a framework's built-in NEFTune key (non-zero) wherever ``neftune_alpha`` is given, even as 0.
+
+    With both, the embeddings are noised twice; with ``neftune_alpha: 0`` meant as "off", the built-in
+    would still noise them. Without ``neftune_alpha`` our NEFTune is not in the config, and the built-in
+    is the framework's business.
+    """
+    neftune_alpha = mapping.get("neftune_alpha")
+    for key in BUILTIN_KEYS:
+        builtin_alpha = mapping.get(key)
+        if neftune_alpha is None or builtin_alpha is None or builtin_alpha == 0:
+            continue
+        raise NEFTuneConflictError(
+            f"{key}: got {builtin_alpha!r} beside neftune_alpha: {neftune_alpha!r}. {key} is the framework's "
+            "built-in NEFTune (padded length, padding noised); neftune_alpha is neft-plugins'. Both would "
+            f"noise the embeddings (twice, or with neftune_alpha: 0 still by the built-in): remove {key} "
+            "and set neftune_alpha instead."
+        )
 
 
 def _alpha(value: Any) -> float:

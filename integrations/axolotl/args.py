@@ -13,10 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConflictError
-
-# Axolotl's own NEFTune keys: transformers' built-in (SFT only; Axolotl's RL builders drop it) and its
-# deprecated alias.
-BUILTIN_KEYS = ("neftune_noise_alpha", "noisy_embedding_alpha")
+from neft_plugins.config import BUILTIN_KEYS
 
 LOG = logging.getLogger(__name__)
 
@@ -65,13 +62,11 @@ class NEFTuneArgs(BaseModel):
         """Check the raw YAML values with the core's rules; refuse Axolotl's built-in key beside ours."""
         if not isinstance(data, dict):
             return data
-        if neftune_config(data).enabled:
-            for key in BUILTIN_KEYS:
-                try:
-                    NEFTuneConfig.check_no_builtin(data.get(key), builtin_key=key)
-                except NEFTuneConflictError as error:
-                    raise ValueError(str(error)) from None
-        elif data.get("rl") and any(data.get(key) for key in BUILTIN_KEYS):
+        try:
+            NEFTuneConfig.from_mapping(data)
+        except NEFTuneConflictError as error:
+            raise ValueError(str(error)) from None  # pydantic reports ValueErrors as validation errors
+        if data.get("rl") and any(data.get(key) for key in BUILTIN_KEYS):
             LOG.warning(
                 "neft_plugins: Axolotl's RL trainers (rl: %s) ignore neftune_noise_alpha; "
                 "set neftune_alpha instead to noise with NEFTunePlugin",

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError
 from neft_plugins.integrations.llamafactory import compat
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
@@ -96,13 +96,6 @@ def prepare_args(args: Mapping[str, Any] | Sequence[str]) -> tuple[NEFTuneConfig
         return config, argv
     config, rest = NEFTuneConfig.split(args)
     builtin = rest.get(BUILTIN_KEY)
-    if args.get("neftune_alpha") is not None and builtin not in (None, 0):
-        raise NEFTuneConflictError(
-            f"{BUILTIN_KEY} and neftune_alpha are both set ({BUILTIN_KEY}: {builtin!r}, neftune_alpha: "
-            f"{args['neftune_alpha']!r}). {BUILTIN_KEY} is transformers' built-in NEFTune (padded length, "
-            "padding noised); neftune_alpha is neft-plugins'. Both would noise the embeddings twice: keep "
-            f"neftune_alpha and remove {BUILTIN_KEY}."
-        )
     if not config.enabled:
         set_keys = [key for key in CONFIG_KEYS if key != "neftune_alpha" and args.get(key) is not None]
         if set_keys:

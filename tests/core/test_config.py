@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError
 
 
 def test_defaults_are_off_and_follow_the_paper():
@@ -75,10 +75,3 @@ def test_split_separates_our_keys_from_the_framework_config():
 def test_split_rejects_bad_values_before_anything_else_happens():
     with pytest.raises(NEFTuneConfigError, match="neftune_alpha: got 'high'"):
         NEFTuneConfig.split({"neftune_alpha": "high", "stage": "sft"})
-
-
-def test_builtin_key_beside_ours_is_a_conflict():
-    NEFTuneConfig.check_no_builtin(None)
-    NEFTuneConfig.check_no_builtin(0)
-    with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5"):
-        NEFTuneConfig.check_no_builtin(5)
