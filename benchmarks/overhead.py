@@ -51,6 +51,12 @@ def build(size: dict, device: str):
     return model, {key: value.to(device) for key, value in batch.items()}
 
 
+def rotated(round_index: int) -> tuple[str, ...]:
+    """ARMS in the order of one round: each round starts one arm later, so no arm always goes first."""
+    shift = round_index % len(ARMS)
+    return ARMS[shift:] + ARMS[:shift]
+
+
 class Arm:
     """Attach one arm's NEFTune (or none) for the duration of a block."""
 
@@ -100,8 +106,7 @@ def time_arms(size_name: str, rounds: int, steps: int, device: str) -> tuple[dic
             step(model, optimizer, batch, device)
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for round_index in tqdm(range(rounds), desc=f"{size_name}: interleaved rounds"):
-        order = ARMS[round_index % 3 :] + ARMS[: round_index % 3]
-        for arm in order:
+        for arm in rotated(round_index):
             with Arm(arm, model):
                 times[arm] += [step(model, optimizer, batch, device) for _ in range(steps)]
     peaks = {}
