@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-
-
-import tiny_assets  # noqa: E402
-from cli_helpers import AxolotlRun, example_config, run_axolotl  # noqa: E402
+from support.axolotl_cli import AxolotlRun, build_assets, example_config, run_axolotl
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny Llama + tokenizer and the jsonl datasets, built once per session."""
-    return tiny_assets.build(tmp_path_factory.mktemp("tiny"))
+    return build_assets(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import statistics
 from pathlib import Path
 
 import pytest
-import tiny_assets
-from cli_helpers import ATTACHED, DETACHED, SEQUENCE_LEN, AxolotlRun
+
+from support.axolotl_cli import SEQUENCE_LEN, AxolotlRun, longest_alpaca_tokens
+from support.logs import ATTACHED, DETACHED
+from support.noise import assert_near_paper_norm, paper_norm
 
 ALPHA = 5.0
-PAPER_NORM = ALPHA / math.sqrt(3)  # expected noise norm of one sequence, uniform noise, per-sequence L
 # Each logged value is a mean over >= 2 sequences of >= ~30 tokens x 64 dims; its spread is < 1%, and
 # the printed value has 4 significant digits. A wrong L misses by 25% or more here.
 TOLERANCE = 0.05
@@ -43,11 +43,8 @@ def mean_noise_norm(run: AxolotlRun) -> float:
 
 
 def assert_paper_norm(run: AxolotlRun) -> None:
-    measured = mean_noise_norm(run)
-    assert measured == pytest.approx(PAPER_NORM, rel=TOLERANCE), (
-        f"neft/noise_norm {run.metric('neft/noise_norm')} (mean {measured:.4f}); "
-        f"expected alpha/sqrt(3) = {PAPER_NORM:.4f} +- {TOLERANCE:.0%}"
-    )
+    context = f"(the mean of neft/noise_norm {run.metric('neft/noise_norm')})"
+    assert_near_paper_norm([mean_noise_norm(run)], ALPHA, rel=TOLERANCE, context=context)
 
 
 @pytest.mark.parametrize("example", ["lora", "qlora"])
@@ -79,7 +76,7 @@ def test_saved_adapter_holds_nothing_of_ours(train_example):
 @pytest.fixture(scope="session")
 def longest_record(tiny) -> int:
     records = [json.loads(line) for line in tiny["alpaca"].read_text().splitlines()]
-    return tiny_assets.longest_alpaca_tokens(tiny["model"], records)
+    return longest_alpaca_tokens(tiny["model"], records)
 
 
 def assert_rows_were_packed(run: AxolotlRun, longest_record: int) -> None:
@@ -128,7 +125,7 @@ def test_packing_norm_tells_per_sequence_from_row_length(train_example):
     per_sequence = train_example("packing")
     per_row = train_example("packing", neftune_length="padded")
     assert_lifecycle(per_row)
-    ratio = mean_noise_norm(per_row) / PAPER_NORM
+    ratio = mean_noise_norm(per_row) / paper_norm(ALPHA)
     assert ratio < 1 - 5 * TOLERANCE, f"noise norm with the row's L is {ratio:.3f}x alpha/sqrt(3)"
     assert mean_noise_norm(per_sequence) / mean_noise_norm(per_row) > 1.3
 

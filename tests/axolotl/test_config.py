@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_helpers import ATTACHED, example_config, run_axolotl
 
 from neft_plugins import CONFIG_KEYS, NEFTuneCallback
+from support.axolotl_cli import example_config, run_axolotl
+from support.logs import ATTACHED
 
 
 def load(tiny: dict[str, Path], folder: Path, **overrides: Any):

@@ -1,17 +1,14 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from neft_plugins import hookimpl
 from neft_plugins.plugins import plugin_manager
 from neft_plugins.stats import NoiseRecord
+from support.noise import assert_near_paper_norm
 
 
 class Recorder:
@@ -48,10 +45,6 @@ def uniform_norm_tolerance(elements: int, sigmas: float = 5.0) -> float:
 @pytest.fixture
 def assert_noise_norms():
     def check(norms: torch.Tensor, alpha: float, min_elements: int) -> None:
-        expected = alpha / math.sqrt(3)
-        tolerance = uniform_norm_tolerance(min_elements)
-        relative = (norms / expected - 1).abs()
-        assert norms.numel() > 0
-        assert float(relative.max()) < tolerance, (norms.tolist(), expected, tolerance)
+        assert_near_paper_norm(norms.tolist(), alpha, rel=uniform_norm_tolerance(min_elements))
 
     return check

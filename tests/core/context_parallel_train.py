@@ -10,14 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 import torch.distributed as dist
-from tiny import make_llama
 
 from neft_plugins import NEFTuneInputError, hookimpl, neftune
 from neft_plugins.plugins import plugin_manager
+from support.tiny import make_llama
 
 LENGTH, REAL = 16, (5, 16, 11)
 

@@ -11,14 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 import torch.distributed as dist
-from tiny import make_llama, make_tokenizer
 
 from neft_plugins import NEFTuneCallback, hookimpl, neftune
 from neft_plugins.plugins import plugin_manager
+from support.tiny import make_llama, make_tokenizer
 
 TEXT = "the quick cat and the slow dog " * 3
 

@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
-from tiny import make_llama
 
 from neft_plugins import NEFTuneAttachError, NEFTuneConflictError, NEFTuneInputError, attach, neftune
 from neft_plugins.attach import find_input_embeddings
+from support.tiny import make_llama
 
 
 def training_embeddings(model, wrapper=None, **inputs):

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from tiny import make_llama
 
 from neft_plugins import NEFTuneInputError, neftune
 from neft_plugins.noise import (
@@ -16,6 +15,8 @@ from neft_plugins.noise import (
     segments_from_row_values,
 )
 from neft_plugins.plugins import plugin_manager
+from support.noise import assert_near_paper_norm, paper_norm
+from support.tiny import make_llama
 
 DIM = 64
 
@@ -200,8 +201,8 @@ def test_gaussian_noise_has_the_same_expected_norm():
     with neftune(model, neftune_alpha=5, neftune_distribution="gaussian"):
         clean, noisy = noised_embeddings(model, input_ids)
     norms = torch.linalg.vector_norm((noisy - clean).flatten(1), dim=1)
-    assert abs(float(norms.mean()) / (5 / math.sqrt(3)) - 1) < 0.01
-    fourth_moment = float(((noisy - clean) * math.sqrt(50 * DIM) / 5 * math.sqrt(3)).pow(4).mean())
+    assert_near_paper_norm([norms.mean()], 5, rel=0.01)
+    fourth_moment = float(((noisy - clean) * math.sqrt(50 * DIM) / paper_norm(5)).pow(4).mean())
     assert abs(fourth_moment - 3.0) < 0.1, "gaussian kurtosis is 3 (uniform's would be 1.8)"
 
 
@@ -240,4 +241,4 @@ def test_half_precision_noise_keeps_its_norm_on_long_sequences():
         noise = noisy.float() - clean.float()
         assert torch.count_nonzero(noise) > 0.5 * noise.numel(), f"{dtype}: the noise underflowed"
         norms = torch.linalg.vector_norm(noise.flatten(1), dim=1)
-        assert torch.allclose(norms, torch.full_like(norms, 5 / math.sqrt(3)), rtol=0.05), (dtype, norms)
+        assert_near_paper_norm(norms.tolist(), 5, rel=0.05, context=dtype)

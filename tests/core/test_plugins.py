@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 import torch
-from tiny import make_llama
 
 from neft_plugins import NEFTuneConfig, NEFTuneConfigError, neftune
 from neft_plugins.plugins import distributions, plugin_manager, schedules
+from support.tiny import make_llama
 
 PLUGIN_SOURCE = '''
 import torch

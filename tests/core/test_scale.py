@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from tiny import make_llama, make_tokenizer, text_records
 from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, neftune
 from neft_plugins.callback import STATE_FILE
+from support.env import subprocess_env
+from support.noise import assert_near_paper_norm, paper_norm
+from support.tiny import make_llama, make_tokenizer, text_records
 
 HERE = Path(__file__).parent
 
@@ -33,7 +35,12 @@ def torchrun(script: str, *args: str) -> None:
         "--master_addr",
         "127.0.0.1",
     ]
-    subprocess.run([*command, "--master_port", port, str(HERE / script), *args], check=True, timeout=300)
+    subprocess.run(
+        [*command, "--master_port", port, str(HERE / script), *args],
+        check=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,7 +71,7 @@ def test_context_parallel_counts_the_whole_sequence(tmp_path, assert_noise_norms
     result = json.loads((tmp_path / "context_parallel.json").read_text())
     assert_noise_norms(torch.tensor(result["with_group"]), 5.0, 5 * 64)
     # Counting only the local slice over-noises each rank's half: sqrt(2) too much for a sequence split in two.
-    over = torch.tensor(result["without_group"]) / (5 / math.sqrt(3))
+    over = torch.tensor(result["without_group"]) / paper_norm(5)
     assert torch.allclose(over, torch.full_like(over, math.sqrt(2)), rtol=0.1), over
     assert "packed rows under context parallelism" in result["packed_refused"]
 
@@ -200,5 +207,4 @@ def test_compiled_model_is_noised_without_recompiling_each_step(recorder):
     assert [int(r.tokens_noised) for r in recorder.records] == [26] * 6, "padding read from the compiled call"
     assert graphs_after_step[2:] == [graphs_after_step[1]] * 4, f"recompiled per step: {graphs_after_step}"
     norms = recorder.records[-1].sequence_noise_norms()
-    expected = 5 * 0.5 * (1 + math.cos(math.pi * 5 / 6)) / math.sqrt(3)
-    assert torch.allclose(norms, torch.full_like(norms, expected), rtol=0.2)
+    assert_near_paper_norm(norms.tolist(), 5 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=0.2)

@@ -1,19 +1,17 @@
 """Real transformers/TRL trainer runs on a tiny local Llama, with NEFTuneCallback."""
 
-import math
-
 import pytest
 import torch
 from datasets import Dataset
 from test_attach import neft_traces
-from tiny import make_llama, make_tokenizer, prompt_completion_records, text_records
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, NEFTuneConflictError
+from support.noise import assert_near_paper_norm
+from support.tiny import make_llama, make_tokenizer, prompt_completion_records, text_records
 
 ALPHA = 5.0
-EXPECTED_NORM = ALPHA / math.sqrt(3)
 MIN_ELEMENTS = 3 * 64  # the shortest sequences have 3 tokens of width 64
 
 
@@ -57,7 +55,7 @@ def assert_run_noised_right(trainer, recorder, spy, assert_noise_norms):
     assert_noise_norms(recorder.sequence_noise_norms(), ALPHA, MIN_ELEMENTS)
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logged and all(entry["neft/alpha"] == ALPHA for entry in logged)
-    assert all(abs(entry["neft/noise_norm"] / EXPECTED_NORM - 1) < 0.05 for entry in logged)
+    assert_near_paper_norm([entry["neft/noise_norm"] for entry in logged], ALPHA, rel=0.05)
     assert all(entry["neft/embed_norm"] > 0 and entry["neft/tokens_noised"] > 0 for entry in logged)
 
 
@@ -255,7 +253,9 @@ def test_a_failing_step_leaves_nothing_attached(tmp_path, tokenizer, mixed_lengt
     assert neft_traces(model) == []
 
 
-def test_refuses_the_builtin_key_beside_ours(tmp_path, tokenizer, mixed_lengths):
+@pytest.mark.parametrize("alpha", [ALPHA, 0.0])
+def test_refuses_the_builtin_key_beside_ours(tmp_path, tokenizer, mixed_lengths, alpha):
+    """Even with neftune_alpha 0 (meant as "off"): the built-in would still noise."""
     args = sft_args(tmp_path, neftune_noise_alpha=5)
     with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5"):
         SFTTrainer(
@@ -263,11 +263,11 @@ def test_refuses_the_builtin_key_beside_ours(tmp_path, tokenizer, mixed_lengths)
             args=args,
             train_dataset=mixed_lengths,
             processing_class=tokenizer,
-            callbacks=[NEFTuneCallback(neftune_alpha=ALPHA)],
+            callbacks=[NEFTuneCallback(neftune_alpha=alpha)],
         )
     model = make_llama()
     trainer = SFTTrainer(model=model, args=args, train_dataset=mixed_lengths, processing_class=tokenizer)
-    trainer.add_callback(NEFTuneCallback(neftune_alpha=ALPHA))
+    trainer.add_callback(NEFTuneCallback(neftune_alpha=alpha))
     with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5"):
         trainer.train()
     assert neft_traces(model) == [], "transformers' own hook is removed too"

@@ -1,20 +1,11 @@
 from __future__ import annotations
 
 import json
-import os
-import random
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from support.tiny import alpaca_records, make_llama, make_tokenizer, write_jsonl
 
 CHATML = (
     "{% for message in messages %}{{ '<bos> ' + message['role'] + ' ' + message['content'] + ' <eos> ' }}"
@@ -22,17 +13,9 @@ CHATML = (
 )
 
 
-def _words():
-    from tiny import WORDS
-
-    return WORDS
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random tiny Llama and a locally built word-level tokenizer with a chat template, saved to disk."""
-    from tiny import make_llama, make_tokenizer
-
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = make_tokenizer()
     tokenizer.chat_template = CHATML
@@ -44,24 +27,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def alpaca_records(count: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    words = _words()
-    return [
-        {
-            "instruction": " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))),
-            "input": "",
-            "output": " ".join(rng.choice(words) for _ in range(rng.randint(16, 30))),
-        }
-        for _ in range(count)
-    ]
+def demo_records(count: int, seed: int) -> list[dict]:
+    return alpaca_records(count, seed, instruction=range(3, 9), output=range(16, 31))
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tiny-data")
     train = folder / "train.json"
-    train.write_text(json.dumps(alpaca_records(24, 0)))
-    heldout = folder / "heldout.jsonl"
-    heldout.write_text("\n".join(json.dumps(r) for r in alpaca_records(8, 1)))
-    return train, heldout
+    train.write_text(json.dumps(demo_records(24, 0)))
+    return train, write_jsonl(folder / "heldout.jsonl", demo_records(8, 1))

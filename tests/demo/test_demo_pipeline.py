@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from neft_plugins.demo.cli import demo_main
 from neft_plugins.demo.report_cli import report_main
+from support.noise import assert_near_paper_norm
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_demo_trains_with_our_callback_and_logs_noise(demo_run):
     logs_b = report["log_history"]["B"]
     noise = [h["neft/noise_norm"] for h in logs_b if "neft/noise_norm" in h]
     assert noise, "arm B must train with NEFTuneCallback, whose logs carry neft/noise_norm"
-    assert noise[0] == pytest.approx(5 / math.sqrt(3), rel=0.05)
+    assert_near_paper_norm(noise[:1], 5, rel=0.05)
     assert not any("neft/noise_norm" in h for h in report["log_history"]["A"])
     assert report["arms"]["A"]["arm"]["alpha"] == 0.0
     assert report["arms"]["B"]["arm"]["alpha"] == 5.0

@@ -16,8 +16,9 @@ import sys
 from typing import Any
 
 import torch
-from neft_plugins.integrations.llamafactory.train import run_train
 from transformers import TrainerCallback
+
+from neft_plugins.integrations.llamafactory.train import run_train
 
 
 def segment_ids(mask: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from neft_plugins.integrations.llamafactory import compat
 from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
 

@@ -4,10 +4,11 @@ with a message naming the key, the value and what is allowed."""
 from __future__ import annotations
 
 import pytest
-from lf_helpers import EXAMPLES, ROOT, console_script, run, tiny_overrides
-from neft_plugins.integrations.llamafactory.train import load_args, prepare_args
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.integrations.llamafactory.train import load_args, prepare_args
+from support import ROOT
+from support.llamafactory_cli import EXAMPLES, console_script, run, tiny_overrides
 
 BOTH_KEYS = "neftune_noise_alpha and neftune_alpha are both set (neftune_noise_alpha: 5, neftune_alpha: 5)"
 

@@ -12,20 +12,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from lf_helpers import (
+
+from support import ROOT
+from support.llamafactory_cli import (
     EXAMPLES,
     NORM_TOLERANCE,
-    ROOT,
-    UNIFORM_NORM,
     assert_noise_norms,
     console_script,
     run,
     tiny_overrides,
 )
+from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
+from support.noise import assert_near_paper_norm
 
 HERE = Path(__file__).resolve().parent
-ATTACHED = "neft_plugins: attached NEFTune to LlamaForCausalLM.model.embed_tokens (alpha={alpha}"
-DETACHED = "neft_plugins: detached NEFTune from LlamaForCausalLM.model.embed_tokens"
 
 
 def train(config: str, model: Path, output_dir: Path, **extra: object):
@@ -44,9 +44,9 @@ def spy_train(config: str, model: Path, tmp_path: Path, **extra: object):
 
 
 def assert_lifecycle(result, alpha: float) -> None:
-    assert ATTACHED.format(alpha=float(alpha)) in result.stderr, result.stderr[-3000:]
-    assert DETACHED in result.stderr
-    assert result.stderr.index(ATTACHED.format(alpha=float(alpha))) < result.stderr.index(DETACHED)
+    assert attached_to_llama(alpha) in result.stderr, result.stderr[-3000:]
+    assert DETACHED_FROM_LLAMA in result.stderr
+    assert result.stderr.index(attached_to_llama(alpha)) < result.stderr.index(DETACHED_FROM_LLAMA)
 
 
 @pytest.mark.parametrize(
@@ -87,9 +87,8 @@ def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model
     segments = [segment for call in calls for segment in call["segments"]]
     assert len(segments) > 3 * sum(call["rows"] for call in calls) / 2, "rows were not packed"
     norms = [norm for _, norm in segments]
-    expected = alpha * UNIFORM_NORM
-    assert all(abs(norm / expected - 1) < 0.25 for norm in norms), norms  # per sequence, 3+ tokens
-    assert sum(norms) / len(norms) == pytest.approx(expected, rel=NORM_TOLERANCE / 2)
+    assert_near_paper_norm(norms, alpha, rel=0.25)  # per sequence, 3+ tokens
+    assert_near_paper_norm([sum(norms) / len(norms)], alpha, rel=NORM_TOLERANCE / 2)
     # What one L for the whole packed row (transformers' built-in) would have given instead:
     row_l = sum(n for n, _ in segments) / sum(call["rows"] for call in calls)
     mean_l = sum(n for n, _ in segments) / len(segments)
@@ -112,4 +111,4 @@ def test_dpo_noises_policy_passes_and_not_reference_passes(tiny_model, tmp_path)
     for call in policy:
         assert call["rows"] == 4  # chosen + rejected of 2 examples
         for tokens, norm in call["segments"]:
-            assert norm == pytest.approx(alpha * UNIFORM_NORM, rel=0.25), (tokens, norm)
+            assert_near_paper_norm([norm], alpha, rel=0.25, context=tokens)

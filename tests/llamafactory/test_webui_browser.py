@@ -9,7 +9,6 @@ Set ``NEFT_SCREENSHOT=path.png`` to keep a screenshot of the option.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
@@ -20,7 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lf_helpers import NORM_TOLERANCE, console_script, subprocess_env
+
+from support.llamafactory_cli import NORM_TOLERANCE, console_script, run_env
+from support.logs import DETACHED, attached_to_llama
+from support.noise import assert_near_paper_norm
 
 psutil = pytest.importorskip("psutil")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -117,7 +119,7 @@ def test_webui_trains_with_neftune_alpha_15(board_dir, tiny_model):
     webui = subprocess.Popen(
         [console_script("neft-llamafactory"), "webui"],
         cwd=board_dir,
-        env=subprocess_env(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port)),
+        env=run_env(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port)),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -152,7 +154,7 @@ def test_webui_trains_with_neftune_alpha_15(board_dir, tiny_model):
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
     norms = [entry["neft/noise_norm"] for entry in history if "neft/noise_norm" in entry]
     assert len(norms) == 3
-    assert all(norm == pytest.approx(15 / math.sqrt(3), rel=NORM_TOLERANCE) for norm in norms), norms
+    assert_near_paper_norm(norms, 15, rel=NORM_TOLERANCE)
 
 
 def drive_the_ui(page, expect, url: str, tiny_model: Path) -> None:
@@ -195,6 +197,6 @@ def drive_the_ui(page, expect, url: str, tiny_model: Path) -> None:
     shown = page.locator("body").inner_text()
     assert "Finished." in shown, shown[-4000:]
     # The run's output, as LLaMA Board shows it: our attach line and our metrics at alpha 15.
-    assert "neft_plugins: attached NEFTune to LlamaForCausalLM.model.embed_tokens (alpha=15.0" in shown
+    assert attached_to_llama(15) in shown
     assert "neft/alpha=15" in shown and "neft/noise_norm=" in shown
-    assert "neft_plugins: detached NEFTune" in shown
+    assert DETACHED in shown

@@ -11,6 +11,9 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from neft_plugins.integrations.llamafactory import webui  # noqa: E402
+from support import ROOT  # noqa: E402
+from support.llamafactory_cli import assert_noise_norms, console_script, run  # noqa: E402
+from support.logs import attached_to_llama  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +149,6 @@ def test_command_preview_trains_with_our_noise(board, tiny_model, tiny_data, tmp
     """The preview LLaMA Board shows (--key value form) is a working neft-llamafactory command."""
     import shlex
 
-    from lf_helpers import ROOT, assert_noise_norms, console_script, run
     from llamafactory.webui import runner
 
     engine, _ = board
@@ -169,6 +171,6 @@ def test_command_preview_trains_with_our_noise(board, tiny_model, tiny_data, tmp
     assert argv[:2] == ["neft-llamafactory", "train"]
     result = run([console_script("neft-llamafactory"), *argv[1:]], cwd=ROOT, output_dir=tmp_path / "out")
     assert result.returncode == 0, result.text[-5000:]
-    assert "attached NEFTune to LlamaForCausalLM.model.embed_tokens (alpha=15.0" in result.stderr
+    assert attached_to_llama(15) in result.stderr
     assert_noise_norms(result.metrics, 15.0, steps=2)
     assert_noise_norms(result.history(), 15.0, steps=2)

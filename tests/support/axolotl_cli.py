@@ -3,13 +3,14 @@
 Each example config in ``example_configs/axolotl/`` is used as users would copy it; only what cannot run
 here is overridden: the model and dataset paths (no hub), the output folders, a few steps with a log at
 each one, and the GPU-only switches (flash-attention -> sdpa, Axolotl's CUDA LoRA kernels, bf16).
+
+Run as a module to build the tiny assets into a folder, e.g. to try the example configs by hand:
+    PYTHONPATH=tests python -m support.axolotl_cli /tmp/neft-tiny
 """
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,8 +19,31 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from support import ROOT
+from support.env import subprocess_env
+from support.logs import printed_metrics
+from support.tiny import (
+    CHAT_SPECIALS,
+    alpaca_records,
+    dpo_records,
+    make_llama,
+    make_tokenizer,
+    vocabulary,
+    write_jsonl,
+)
+
 EXAMPLES = ROOT / "example_configs" / "axolotl"
+# Alpaca's and ChatML's template words, in the vocabulary beside the data's words.
+TEMPLATE_WORDS = (
+    "Below is an instruction that describes a task paired with input provides further context Write "
+    "response appropriately completes the request Instruction Input Response system user assistant "
+    "### : , . \n"
+).split()
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}"
+)
 # What the CPU test machine cannot do, and the step budget of a test run.
 CPU_OVERRIDES: dict[str, Any] = {
     "lora_mlp_kernel": False,
@@ -37,9 +61,34 @@ CPU_OVERRIDES: dict[str, Any] = {
 }
 SEQUENCE_LEN = 256  # the longest tiny record is ~110 tokens; shorter values drop samples
 RUN_TIMEOUT_S = 600
-METRICS = re.compile(r"\{'loss': .*?\}")
-ATTACHED = "neft_plugins: attached NEFTune to"
-DETACHED = "neft_plugins: detached NEFTune from"
+
+
+def build_assets(folder: Path) -> dict[str, Path]:
+    """A tiny Llama + chat tokenizer in ``folder/model``, ``folder/alpaca.jsonl`` and ``folder/dpo.jsonl``.
+
+    The Alpaca records are about 30 to 110 tokens long with Alpaca's template."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model"
+    vocab_size = len(vocabulary(CHAT_SPECIALS, TEMPLATE_WORDS))
+    make_llama(
+        vocab_size=vocab_size, max_position_embeddings=1024, tie_word_embeddings=False
+    ).save_pretrained(model)
+    make_tokenizer(CHAT_SPECIALS, TEMPLATE_WORDS).save_pretrained(model)
+    alpaca = alpaca_records(96, 0, instruction=range(2, 13), output=range(3, 61), inputs=range(11))
+    return {
+        "model": model,
+        "alpaca": write_jsonl(folder / "alpaca.jsonl", alpaca),
+        "dpo": write_jsonl(folder / "dpo.jsonl", dpo_records(48)),
+    }
+
+
+def longest_alpaca_tokens(model_dir: Path, records: list[dict]) -> int:
+    """An upper bound on one record's length in tokens with Alpaca's template (plus BOS and EOS)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = [ALPACA_TEMPLATE.format(**record) for record in records]
+    return 2 + max(len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts)
 
 
 @dataclass
@@ -54,32 +103,6 @@ class AxolotlRun:
 
     def describe(self) -> str:
         return f"axolotl train exited {self.returncode}; last output:\n{self.output[-6000:]}"
-
-
-def parse_steps(output: str) -> list[dict[str, float]]:
-    """The per-step training logs the CLI prints: ``{'loss': '4.613', 'neft/noise_norm': '2.882', ...}``."""
-    steps = []
-    for match in METRICS.finditer(output):
-        logs = ast.literal_eval(match.group(0))
-        steps.append({key: float(value) for key, value in logs.items()})
-    return steps
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Axolotl's CLI starts `accelerate` by name: the environment's bin must be on PATH.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        WANDB_MODE="disabled",
-        AXOLOTL_DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
-    )
-    return env
 
 
 def example_config(name: str, tiny: dict[str, Path], folder: Path, **overrides: Any) -> dict[str, Any]:
@@ -109,10 +132,15 @@ def run_axolotl(config: dict[str, Any], folder: Path, launcher: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    env = subprocess_env(
+        # Axolotl's CLI starts `accelerate` by name: the environment's bin must be on PATH.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
+    )
     process = subprocess.run(
         ["axolotl", "train", str(path), *(["--launcher", launcher] if launcher else [])],
         cwd=folder,
-        env=cli_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,4 +148,9 @@ def run_axolotl(config: dict[str, Any], folder: Path, launcher: str | None = Non
         check=False,
     )
     (folder / "axolotl.log").write_text(process.stdout, encoding="utf-8")
-    return AxolotlRun(config, process.returncode, process.stdout, parse_steps(process.stdout))
+    return AxolotlRun(config, process.returncode, process.stdout, printed_metrics(process.stdout))
+
+
+if __name__ == "__main__":
+    for name, path in build_assets(Path(sys.argv[1] if len(sys.argv) > 1 else "neft-tiny")).items():
+        print(f"{name}: {path}")

@@ -1,0 +1,25 @@
+"""What a training run prints: the plugin's attach/detach log lines and the trainer's per-step metrics."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+ATTACHED = "neft_plugins: attached NEFTune to"
+DETACHED = "neft_plugins: detached NEFTune from"
+LLAMA_EMBEDDINGS = "LlamaForCausalLM.model.embed_tokens"
+DETACHED_FROM_LLAMA = f"{DETACHED} {LLAMA_EMBEDDINGS}"
+METRICS = re.compile(r"\{'loss': .*?\}")
+
+
+def attached_to_llama(alpha: float) -> str:
+    """The start of the attach line for a Llama: ``... attached NEFTune to ...embed_tokens (alpha=5.0``."""
+    return f"{ATTACHED} {LLAMA_EMBEDDINGS} (alpha={float(alpha)}"
+
+
+def printed_metrics(output: str) -> list[dict[str, float]]:
+    """The per-step logs transformers prints: ``{'loss': '4.613', 'neft/noise_norm': '2.882', ...}``."""
+    return [
+        {key: float(value) for key, value in ast.literal_eval(match.group(0)).items()}
+        for match in METRICS.finditer(output)
+    ]

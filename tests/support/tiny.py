@@ -1,0 +1,117 @@
+"""Tiny local Llamas, word-level tokenizers and records for tests: nothing comes from the model hub."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+WORDS = (
+    "the a an of to in and or is are was be it this that with for on as at by from "
+    "what how why who explain write list give name describe summarize translate answer question "
+    "cat dog bird fish tree river mountain city music color number water fire light sound "
+    "red green blue small large quick slow happy sad old new good bad first last one two three"
+).split()
+# pad, eos, bos, unk (ids 0-3), then additional special tokens
+SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
+CHAT_SPECIALS = ("<pad>", "</s>", "<s>", "<unk>", "<|im_start|>", "<|im_end|>")  # Llama's names, ChatML's
+
+
+def vocabulary(specials: Sequence[str] = SPECIALS, extra_words: Sequence[str] = ()) -> list[str]:
+    return list(dict.fromkeys((*specials, *extra_words, *WORDS)))
+
+
+def make_tokenizer(
+    specials: Sequence[str] = SPECIALS, extra_words: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pad, eos, bos, unk, *additional = specials
+    vocab = {token: index for index, token in enumerate(vocabulary(specials, extra_words))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=pad,
+        eos_token=eos,
+        bos_token=bos,
+        unk_token=unk,
+        additional_special_tokens=additional,
+    )
+
+
+def make_llama(hidden_size: int = 64, layers: int = 2, seed: int = 0, **config: Any) -> LlamaForCausalLM:
+    """A random Llama for ``make_tokenizer()``'s vocabulary; ``config`` overrides LlamaConfig fields."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    defaults: dict[str, Any] = {
+        "vocab_size": len(vocabulary()),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+    }
+    return LlamaForCausalLM(LlamaConfig(**{**defaults, **config}))
+
+
+def sentence(rng: random.Random, lengths: Sequence[int]) -> str:
+    """``rng.choice(lengths)`` words (a ``range`` draws as ``rng.randint`` does)."""
+    return " ".join(rng.choice(WORDS) for _ in range(rng.choice(lengths)))
+
+
+def prompt_completion_records(count: int, seed: int = 0, lengths: Sequence[int] = (3, 40)) -> list[dict]:
+    """Records whose prompts and completions have very different lengths."""
+    rng = random.Random(seed)
+    return [{"prompt": sentence(rng, lengths), "completion": sentence(rng, lengths)} for _ in range(count)]
+
+
+def text_records(count: int, seed: int = 0, lengths: Sequence[int] = (3, 40)) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"text": sentence(rng, lengths)} for _ in range(count)]
+
+
+def alpaca_records(
+    count: int, seed: int, instruction: Sequence[int], output: Sequence[int], inputs: Sequence[int] = ()
+) -> list[dict]:
+    """Alpaca records with word counts drawn from the given lengths; with ``inputs``, about half get an input."""
+    rng = random.Random(seed)
+    return [
+        {
+            "instruction": sentence(rng, instruction),
+            "input": sentence(rng, inputs) if inputs and rng.random() < 0.5 else "",
+            "output": sentence(rng, output),
+        }
+        for _ in range(count)
+    ]
+
+
+def dpo_records(count: int, seed: int = 1) -> list[dict]:
+    """Preference pairs in the shape of Intel/orca_dpo_pairs (Axolotl type ``chatml.intel``)."""
+    rng = random.Random(seed)
+    return [
+        {
+            "system": sentence(rng, range(7)),
+            "question": sentence(rng, range(3, 16)),
+            "chosen": sentence(rng, range(3, 31)),
+            "rejected": sentence(rng, range(3, 31)),
+        }
+        for _ in range(count)
+    ]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
