@@ -12,6 +12,7 @@ from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig, NEFTuneConf
 from neft_plugins.hookspecs import hookimpl, hookspec
 from neft_plugins.noise import SCOPES
 from neft_plugins.plugins import distributions, schedules
+from neft_plugins.record import NoiseRecord
 
 if TYPE_CHECKING:
     from neft_plugins.callback import NEFTuneCallback
@@ -27,6 +28,7 @@ __all__ = [
     "NEFTuneConflictError",
     "NEFTuneHandle",
     "NEFTuneInputError",
+    "NoiseRecord",
     "attach",
     "distributions",
     "hookimpl",

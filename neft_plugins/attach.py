@@ -23,7 +23,8 @@ from neft_plugins.noise import (
     without_unsupervised,
 )
 from neft_plugins.plugins import distributions, plugin_manager, schedules
-from neft_plugins.stats import NoiseRecord, NoiseStats
+from neft_plugins.record import NoiseRecord
+from neft_plugins.stats import NoiseStats
 
 logger = logging.getLogger("neft_plugins")
 

@@ -17,7 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
-    from neft_plugins.stats import NoiseRecord
+    from neft_plugins.record import NoiseRecord
 
 PROJECT = "neft_plugins"
 hookspec = pluggy.HookspecMarker(PROJECT)
