@@ -11,6 +11,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from neft_plugins.integrations.llamafactory.compat import env_flag
+
 USAGE = """usage:
   neft-llamafactory train CONFIG.yaml [key=value ...]  `llamafactory-cli train` with neft-plugins' NEFTune
   neft-llamafactory train --key value ...              the same, arguments as in LLaMA Board's preview
@@ -22,19 +24,17 @@ neftune_schedule, neftune_scope, neftune_length, neftune_seed. Other commands: u
 """
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "y")
-
-
 def _needs_torchrun() -> bool:
     """As ``llamafactory-cli train`` decides, unless this process is already a torchrun worker."""
     if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return False
-    if _truthy("FORCE_TORCHRUN") or _truthy("USE_MCA"):
+    if env_flag("FORCE_TORCHRUN") or env_flag("USE_MCA"):
         return True
-    from llamafactory.extras.misc import get_device_count, use_kt, use_ray
+    from llamafactory.extras import misc
 
-    return get_device_count() > 1 and not use_ray() and not use_kt()
+    # use_kt (KTransformers) exists from llamafactory 0.9.4 on; before it, there is no such mode.
+    use_kt = getattr(misc, "use_kt", lambda: False)
+    return misc.get_device_count() > 1 and not misc.use_ray() and not use_kt()
 
 
 def _torchrun(args: Sequence[str]) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -25,7 +26,12 @@ from typing import Any
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
 
-TESTED_VERSIONS: tuple[str, ...] = ("0.9.5",)
+TESTED_VERSIONS: tuple[str, ...] = ("0.9.3", "0.9.4", "0.9.5")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment variable, read as LLaMA-Factory reads its own (``1``, ``true``, ``y``)."""
+    return os.environ.get(name, "").lower() in ("1", "true", "y")
 
 
 class LlamaFactoryHookError(RuntimeError):

@@ -129,7 +129,7 @@ def build_callbacks(config: NEFTuneConfig, extra: Iterable[Any] = ()) -> list[An
     from neft_plugins import NEFTuneCallback
 
     callbacks: list[Any] = [NEFTuneCallback(config)]
-    if os.environ.get("LLAMABOARD_ENABLED", "").lower() in ("1", "true", "y"):
+    if compat.env_flag("LLAMABOARD_ENABLED"):
         from neft_plugins.integrations.llamafactory.board import LlamaBoardLogBridge
 
         callbacks.append(LlamaBoardLogBridge())
