@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,11 @@ logger = logging.getLogger("neft_plugins")
 
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
 INPUT_KEYS = ("attention_mask", "position_ids", "labels", "cu_seq_lens_q")
+
+# Families whose forward multiplies the embedding module's output by sqrt(hidden_size) outside the module:
+# Gemma, Gemma 2 and VaultGemma before transformers 5 (from 5 the scale is inside, `embed_scale`), and
+# RecurrentGemma on every version.
+SCALED_AFTER_EMBEDDING = ("gemma", "gemma2", "vaultgemma", "recurrent_gemma")
 
 _attached: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
 
@@ -74,6 +80,21 @@ def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
     return embeddings, f"{type(base).__name__}.{path}" if path else type(base).__name__
 
 
+def scale_after_embeddings(model: nn.Module, embeddings: nn.Module) -> float:
+    """The factor the model applies to the embedding module's output before its first layer (usually 1).
+
+    Noise is divided by it, so that the first layer receives ``alpha / sqrt(L * d)`` noise on every
+    transformers version, wherever the model puts its embedding scale.
+    """
+    if hasattr(embeddings, "embed_scale"):
+        return 1.0
+    config = getattr(unwrap_model(model), "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text_config, "model_type", None) in SCALED_AFTER_EMBEDDING:
+        return math.sqrt(text_config.hidden_size)
+    return 1.0
+
+
 def distributed_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -92,6 +113,9 @@ class NEFTuneHandle:
         self.config = config
         self.sequence_group = sequence_group
         self.embeddings, self.embeddings_path = find_input_embeddings(model)
+        # The padded length reproduces the built-in, which adds its noise at the module's output, as is.
+        padded = config.neftune_length == "padded"
+        self.scale_after = 1.0 if padded else scale_after_embeddings(model, self.embeddings)
         check_no_double_noise(
             {
                 "neftune_alpha": config.neftune_alpha,
@@ -197,8 +221,12 @@ class NEFTuneHandle:
             noise = self._sample(buffer, 1.0, generator)
             noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
             measured, tokens = noised, noised.sum()
-        record = NoiseRecord.measure(self, self.alpha, output, noise, segments, measured, tokens)
+        # Measured as the first layer receives them; the noise is added before the model's own scale.
+        clean = output if self.scale_after == 1.0 else output * self.scale_after
+        record = NoiseRecord.measure(self, self.alpha, clean, noise, segments, measured, tokens)
         self._plugins.hook.neft_observe(record=record)
+        if self.scale_after != 1.0:
+            noise.div_(self.scale_after)
         return output + noise.to(output.dtype)
 
     def _token_counts(self, segments: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""The same alpha gives the same noise at the first decoder layer on every tested transformers version.
+
+Each nox cell of the version matrix (`core(stack=...)`) runs this file: the assertions are the same in every
+cell, so passing in all of them is the cross-version comparison.
+"""
+
+import pytest
+import torch
+
+from neft_plugins import attach
+from support.noise import assert_near_paper_norm
+
+ALPHA = 5.0
+
+
+def tiny_gemma(hidden_size: int = 256):
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(0)
+    config = GemmaConfig(
+        vocab_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    return GemmaForCausalLM(config)
+
+
+def first_layer_input(model, **batch) -> torch.Tensor:
+    """The hidden states the first decoder layer receives in one forward pass."""
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((args[0] if args else kwargs["hidden_states"]).detach())
+
+    hook = model.model.layers[0].register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model(**batch)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+def test_gemma_first_layer_gets_the_paper_noise_and_the_logs_say_so():
+    """transformers < 5 scales Gemma's embeddings by sqrt(d) after the embedding module, 5.x inside it: the
+    first layer must get alpha/sqrt(3) per sequence either way (a hook on the module output alone gives
+    sqrt(d) = 16x that on 4.x), and neft/noise_norm / neft/embed_norm must describe what it gets."""
+    model = tiny_gemma().train()
+    lengths = (12, 40)
+    input_ids = torch.randint(1, 64, (2, max(lengths)))
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad():
+        clean = first_layer_input(model, **batch)
+    handle = attach(model, neftune_alpha=ALPHA)
+    try:
+        noisy = first_layer_input(model, **batch)
+        logs = handle.stats.read_and_reset(handle.alpha)
+    finally:
+        handle.detach()
+    noise = (noisy - clean).float()
+    per_sequence = [noise[row, :length].norm() for row, length in enumerate(lengths)]
+    assert float(noise[0, lengths[0] :].abs().max()) == 0.0, "padding gets no noise"
+    # 12 x 256 uniform entries: the norm's relative spread is ~0.8%; 5% also allows bf16-free rounding.
+    assert_near_paper_norm(per_sequence, ALPHA, rel=0.05)
+    clean_norms = [clean[row, :length].float().norm() for row, length in enumerate(lengths)]
+    assert logs["neft/noise_norm"] == pytest.approx(float(sum(per_sequence)) / 2, rel=1e-3)
+    assert logs["neft/embed_norm"] == pytest.approx(float(sum(clean_norms)) / 2, rel=1e-3)
