@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from neft_plugins import NEFTuneCallback, hookimpl, neftune
 from neft_plugins.plugins import plugin_manager
-from support.tiny import make_llama, make_tokenizer
+from support.tiny import make_llama, make_tokenizer, short_run_args
 
 TEXT = "the quick cat and the slow dog " * 3
 
@@ -36,13 +36,11 @@ def train_ddp(output: Path, seed: int | None) -> str:
 
     trainer = SFTTrainer(
         model=make_llama(),
-        args=SFTConfig(
-            output_dir=str(output / "out"),
+        args=short_run_args(
+            SFTConfig,
+            output / "out",
             max_steps=2,
             per_device_train_batch_size=2,
-            logging_steps=1,
-            report_to=[],
-            save_strategy="no",
             use_cpu=True,
             ddp_backend="gloo",
             max_length=64,

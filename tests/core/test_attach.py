@@ -7,7 +7,7 @@ import torch
 
 from neft_plugins import NEFTuneAttachError, NEFTuneConflictError, NEFTuneInputError, attach, neftune
 from neft_plugins.attach import find_input_embeddings
-from support.tiny import make_llama
+from support.tiny import make_llama, make_lora
 
 
 def training_embeddings(model, wrapper=None, **inputs):
@@ -142,9 +142,9 @@ def test_deepspeed_fsdp_and_compile_structures_are_unwrapped():
 
 
 def test_lora_model_is_noised_at_the_base_embeddings():
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    model = get_peft_model(make_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).train()
+    model = get_peft_model(make_llama(), make_lora()).train()
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
     input_ids = torch.randint(4, 60, (2, 6))
     with neftune(model, neftune_alpha=5) as handle:

@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 
 from support.noise import assert_near_paper_norm
-from support.tiny import make_llama, make_tokenizer, text_records
+from support.tiny import make_llama, make_tokenizer, short_run_args, text_records
 
 deepspeed = pytest.importorskip("deepspeed")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DeepSpeed ZeRO-3 needs a GPU")
@@ -33,15 +33,8 @@ def test_zero3_engine_is_noised_per_sequence(tmp_path, monkeypatch, recorder, as
     monkeypatch.setenv("WORLD_SIZE", "1")
     trainer = SFTTrainer(
         model=make_llama(),
-        args=SFTConfig(
-            output_dir=str(tmp_path),
-            max_steps=2,
-            per_device_train_batch_size=4,
-            logging_steps=1,
-            report_to=[],
-            save_strategy="no",
-            deepspeed=ZERO3,
-            max_length=64,
+        args=short_run_args(
+            SFTConfig, tmp_path, max_steps=2, per_device_train_batch_size=4, deepspeed=ZERO3, max_length=64
         ),
         train_dataset=Dataset.from_list(text_records(16, lengths=(3, 30))),
         processing_class=make_tokenizer(),

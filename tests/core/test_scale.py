@@ -16,7 +16,7 @@ from neft_plugins import NEFTuneCallback, neftune
 from neft_plugins.callback import STATE_FILE
 from support.env import subprocess_env
 from support.noise import assert_near_paper_norm, paper_norm
-from support.tiny import make_llama, make_tokenizer, text_records
+from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
 
 HERE = Path(__file__).parent
 
@@ -77,14 +77,13 @@ def test_context_parallel_counts_the_whole_sequence(tmp_path, assert_noise_norms
 
 
 def resume_args(output_dir, max_steps):
-    return SFTConfig(
-        output_dir=str(output_dir),
+    return short_run_args(
+        SFTConfig,
+        output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=4,
-        logging_steps=1,
         save_strategy="steps",
         save_steps=2,
-        report_to=[],
         use_cpu=True,
         max_length=64,
         learning_rate=1e-3,
@@ -145,12 +144,12 @@ def captured_noise_run(model, inputs, trainable):
 
 @pytest.mark.parametrize("mode", ["reentrant", "non_reentrant", "peft_input_require_grads"])
 def test_gradient_checkpointing_gradients_match_a_hand_computed_reference(mode):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     def build():
         model = make_llama()
         if mode == "peft_input_require_grads":
-            model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+            model = get_peft_model(model, make_lora())
         return model.train()
 
     def trainable(model):

@@ -9,7 +9,14 @@ from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, NEFTuneConflictError
 from support.noise import assert_near_paper_norm
-from support.tiny import make_llama, make_tokenizer, prompt_completion_records, text_records
+from support.tiny import (
+    make_llama,
+    make_lora,
+    make_tokenizer,
+    prompt_completion_records,
+    short_run_args,
+    text_records,
+)
 
 ALPHA = 5.0
 MIN_ELEMENTS = 3 * 64  # the shortest sequences have 3 tokens of width 64
@@ -17,18 +24,14 @@ MIN_ELEMENTS = 3 * 64  # the shortest sequences have 3 tokens of width 64
 
 def sft_args(tmp_path, **overrides):
     defaults = {
-        "output_dir": str(tmp_path / "out"),
         "max_steps": 3,
         "per_device_train_batch_size": 8,
-        "logging_steps": 1,
-        "report_to": [],
-        "save_strategy": "no",
         "use_cpu": True,
         "max_length": 128,
         "learning_rate": 1e-3,
         "seed": 0,
     }
-    return SFTConfig(**{**defaults, **overrides})
+    return short_run_args(SFTConfig, tmp_path / "out", **{**defaults, **overrides})
 
 
 class BatchSpy:
@@ -86,6 +89,12 @@ def run_sft(tmp_path, model, dataset, tokenizer, callbacks, **overrides):
     return trainer, spy
 
 
+def noised_sft(tmp_path, dataset, tokenizer, model=None, **overrides):
+    """``run_sft`` of ``model`` (a fresh tiny Llama by default) with NEFTuneCallback(neftune_alpha=ALPHA)."""
+    model = make_llama() if model is None else model
+    return run_sft(tmp_path, model, dataset, tokenizer, [NEFTuneCallback(neftune_alpha=ALPHA)], **overrides)
+
+
 def test_full_finetune_right_padding(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
     model = make_llama()
     callback = NEFTuneCallback(neftune_alpha=ALPHA)
@@ -95,22 +104,12 @@ def test_full_finetune_right_padding(tmp_path, tokenizer, mixed_lengths, recorde
 
 
 def test_lora(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
-    from peft import LoraConfig
-
-    trainer, spy = run_sft(
-        tmp_path,
-        make_llama(),
-        mixed_lengths,
-        tokenizer,
-        [NEFTuneCallback(neftune_alpha=ALPHA)],
-        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
-    )
+    trainer, spy = noised_sft(tmp_path, mixed_lengths, tokenizer, peft_config=make_lora())
     assert_run_noised_right(trainer, recorder, spy, assert_noise_norms)
     assert neft_traces(trainer.model) == []
 
 
 def test_qlora_4bit(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     make_llama().save_pretrained(tmp_path / "tiny")
@@ -120,14 +119,7 @@ def test_qlora_4bit(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_n
         dtype=torch.float32,
     )
     assert any("4bit" in type(m).__name__ for m in model.modules())
-    trainer, spy = run_sft(
-        tmp_path,
-        model,
-        mixed_lengths,
-        tokenizer,
-        [NEFTuneCallback(neftune_alpha=ALPHA)],
-        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
-    )
+    trainer, spy = noised_sft(tmp_path, mixed_lengths, tokenizer, model, peft_config=make_lora())
     assert_run_noised_right(trainer, recorder, spy, assert_noise_norms)
 
 
@@ -138,13 +130,8 @@ def test_left_padding_with_a_plain_trainer(tmp_path, tokenizer, mixed_lengths, r
     model = make_llama()
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path / "out"),
-            max_steps=3,
-            per_device_train_batch_size=8,
-            logging_steps=1,
-            report_to=[],
-            use_cpu=True,
+        args=short_run_args(
+            TrainingArguments, tmp_path / "out", max_steps=3, per_device_train_batch_size=8, use_cpu=True
         ),
         train_dataset=dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
@@ -166,12 +153,10 @@ def test_left_padding_with_a_plain_trainer(tmp_path, tokenizer, mixed_lengths, r
 
 
 def test_padding_free_packing(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
-    trainer, spy = run_sft(
+    trainer, spy = noised_sft(
         tmp_path,
-        make_llama(),
         mixed_lengths,
         tokenizer,
-        [NEFTuneCallback(neftune_alpha=ALPHA)],
         args={"packing": True, "padding_free": True, "max_length": 256, "per_device_train_batch_size": 4},
     )
     sequences_per_row = [int(r.is_sequence.sum()) for r in recorder.records]
@@ -274,7 +259,6 @@ def test_refuses_the_builtin_key_beside_ours(tmp_path, tokenizer, mixed_lengths,
 
 
 def test_dpo_reference_passes_get_no_noise(tmp_path, tokenizer, recorder, assert_noise_norms):
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     records = prompt_completion_records(16, lengths=(3, 12))
@@ -283,17 +267,12 @@ def test_dpo_reference_passes_get_no_noise(tmp_path, tokenizer, recorder, assert
     )
     trainer = DPOTrainer(
         model=make_llama(),
-        args=DPOConfig(
-            output_dir=str(tmp_path / "dpo"),
-            max_steps=2,
-            per_device_train_batch_size=4,
-            logging_steps=1,
-            report_to=[],
-            use_cpu=True,
+        args=short_run_args(
+            DPOConfig, tmp_path / "dpo", max_steps=2, per_device_train_batch_size=4, use_cpu=True
         ),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+        peft_config=make_lora(),
         callbacks=[NEFTuneCallback(neftune_alpha=ALPHA)],
     )
     spy = BatchSpy(trainer.model)

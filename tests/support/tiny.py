@@ -6,10 +6,13 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+Args = TypeVar("Args")
 
 WORDS = (
     "the a an of to in and or is are was be it this that with for on as at by from "
@@ -65,6 +68,20 @@ def make_llama(hidden_size: int = 64, layers: int = 2, seed: int = 0, **config: 
         "bos_token_id": 2,
     }
     return LlamaForCausalLM(LlamaConfig(**{**defaults, **config}))
+
+
+def make_lora() -> LoraConfig:
+    """Rank-4 LoRA on the attention's q and v projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+
+
+def short_run_args(config: type[Args], output_dir: Path, **overrides: Any) -> Args:
+    """``config`` (TrainingArguments or a TRL subclass) for a short test run: a log every step, no reports,
+    no checkpoints; ``overrides`` on top."""
+    defaults = {"output_dir": str(output_dir), "logging_steps": 1, "report_to": [], "save_strategy": "no"}
+    return config(**{**defaults, **overrides})
 
 
 def sentence(rng: random.Random, lengths: Sequence[int]) -> str:
