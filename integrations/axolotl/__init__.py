@@ -19,15 +19,31 @@ from typing import Any
 
 from axolotl.integrations.base import BasePlugin
 
+from neft_plugins import NEFTuneAttachError
 from neft_plugins.integrations.axolotl.args import NEFTuneArgs, neftune_config
+from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
 __all__ = ["NEFTuneArgs", "NEFTunePlugin"]
 
 LOG = logging.getLogger(__name__)
 
 
+# The BasePlugin methods Axolotl calls and this plugin implements.
+HOOK_POINTS = ("get_input_args", "add_callbacks_post_trainer")
+
+
 class NEFTunePlugin(BasePlugin):
     """Axolotl plugin for neft-plugins' NEFTune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        missing = [name for name in HOOK_POINTS if not hasattr(BasePlugin, name)]
+        if missing:
+            raise NEFTuneAttachError(
+                f"axolotl {installed_version('axolotl')}: BasePlugin.{', BasePlugin.'.join(missing)} missing; "
+                f"Axolotl would never call the plugin there. Install a tested version ({tested_range('axolotl')})."
+            )
+        warn_if_untested("axolotl")
 
     def get_input_args(self) -> str:
         return f"{NEFTuneArgs.__module__}.{NEFTuneArgs.__name__}"

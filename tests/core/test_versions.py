@@ -73,3 +73,40 @@ def test_gemma_first_layer_gets_the_paper_noise_and_the_logs_say_so():
     clean_norms = [clean[row, :length].float().norm() for row, length in enumerate(lengths)]
     assert logs["neft/noise_norm"] == pytest.approx(float(sum(per_sequence)) / 2, rel=1e-3)
     assert logs["neft/embed_norm"] == pytest.approx(float(sum(clean_norms)) / 2, rel=1e-3)
+
+
+def test_installed_versions_are_inside_the_tested_range():
+    """Each matrix cell installs a tested pair: the README's table and TESTED_RANGES say what CI runs."""
+    from packaging.version import Version
+
+    from neft_plugins.versions import TESTED_RANGES, installed_version
+
+    for package in ("transformers", "trl"):
+        oldest, newest = TESTED_RANGES[package]
+        assert Version(oldest) <= Version(installed_version(package)) <= Version(newest), package
+
+
+def test_an_untested_version_warns_once_naming_the_tested_range(monkeypatch, caplog):
+    from neft_plugins import NEFTuneCallback, versions
+
+    monkeypatch.setattr(versions, "_warned", set())
+    monkeypatch.setattr(versions, "installed_version", lambda package: "99.0")
+    NEFTuneCallback(neftune_alpha=ALPHA)
+    NEFTuneCallback(neftune_alpha=ALPHA)
+    warnings = [record.getMessage() for record in caplog.records if "untested" in record.getMessage()]
+    assert warnings == [
+        "neft_plugins: transformers 99.0 is untested (tested: transformers 4.46.3 to 5.24.0); every hook point "
+        "it uses was found, so it runs",
+        "neft_plugins: trl 99.0 is untested (tested: trl 0.16.1 to 1.16.0); every hook point it uses was found, "
+        "so it runs",
+    ]
+
+
+def test_a_missing_hook_point_stops_before_training_naming_it(monkeypatch):
+    from transformers import Trainer
+
+    from neft_plugins import NEFTuneAttachError, NEFTuneCallback
+
+    monkeypatch.delattr(Trainer, "training_step")
+    with pytest.raises(NEFTuneAttachError, match=r"Trainer\.training_step missing; NEFTuneCallback wraps it"):
+        NEFTuneCallback(neftune_alpha=ALPHA)
