@@ -30,7 +30,6 @@ from neft_plugins.stats import NoiseStats
 logger = logging.getLogger("neft_plugins")
 
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
-INPUT_KEYS = ("attention_mask", "position_ids", "labels", "cu_seq_lens_q")
 
 # Families whose forward multiplies the embedding module's output by sqrt(hidden_size) outside the module:
 # Gemma, Gemma 2 and VaultGemma before transformers 5 (from 5 the scale is inside, `embed_scale`), and
@@ -176,10 +175,9 @@ class NEFTuneHandle:
             self._generator.set_state(state)
 
     def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        call = {key: kwargs[key] for key in INPUT_KEYS if key in kwargs}
-        call.update(
-            (name, value) for name, value in zip(self._positional, args, strict=False) if name in INPUT_KEYS
-        )
+        # Every input, by name: segment readers (plugins included) pick what they understand.
+        call = dict(kwargs)
+        call.update(zip(self._positional, args, strict=False))
         self._calls.append(call)
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
