@@ -69,18 +69,18 @@ class Arm:
 
             self.handle = attach(self.model, neftune_alpha=ALPHA)
         elif self.name == "builtin":
-            from transformers.integrations.neftune import activate_neftune
+            from neft_plugins import builtin_neftune
 
-            self.handle = activate_neftune(self.model, ALPHA)
+            self.handle = builtin_neftune.activate(self.model, ALPHA)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.name == "ours":
             self.handle.detach()
         elif self.name == "builtin":
-            from transformers.integrations.neftune import deactivate_neftune
+            from neft_plugins import builtin_neftune
 
-            deactivate_neftune(self.model, self.handle)
+            builtin_neftune.deactivate(self.model, self.handle)
 
 
 def step(model, optimizer, batch, device: str) -> float:

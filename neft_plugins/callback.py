@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from neft_plugins import builtin_neftune
 from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, attach, distributed_rank
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 from neft_plugins.versions import installed_version, tested_range, warn_if_untested
@@ -138,14 +139,8 @@ def _check_trainer_args(args: Any, neftune_alpha: float) -> None:
 
 def _remove_builtin_hook(trainer: Trainer) -> None:
     hook = getattr(trainer, "neftune_hook_handle", None)
-    if hook is None:
-        return
-    try:
-        from transformers.integrations.neftune import deactivate_neftune
-    except ImportError:  # transformers < 5.2: the Trainer removes its own hook
-        trainer._deactivate_neftune(trainer.model)
-    else:
-        deactivate_neftune(trainer.model, hook, trainer.accelerator)
+    if hook is not None:
+        builtin_neftune.deactivate(trainer.model, hook)
 
 
 def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup | None:

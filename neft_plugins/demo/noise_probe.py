@@ -127,9 +127,7 @@ def measure(
 
 
 def _measure_layout(model: Any, layout: Layout, sequences: list[list[int]], alpha: float, seed: int) -> dict:
-    from transformers.integrations.neftune import activate_neftune, deactivate_neftune
-
-    from neft_plugins import attach
+    from neft_plugins import attach, builtin_neftune
 
     results = {}
     for impl in ("ours", "built-in"):
@@ -140,11 +138,11 @@ def _measure_layout(model: Any, layout: Layout, sequences: list[list[int]], alph
             finally:
                 handle.detach()
         else:
-            hook = activate_neftune(model, alpha)
+            hook = builtin_neftune.activate(model, alpha)
             try:
                 noise = _noise_of(model, layout, seed)
             finally:
-                deactivate_neftune(model, hook)
+                builtin_neftune.deactivate(model, hook)
         squared = noise.float().pow(2).sum(-1)  # [B, T]
         per_seq = {}
         for r, segs in enumerate(layout.segments):

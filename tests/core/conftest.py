@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from neft_plugins import hookimpl
+from neft_plugins import NoiseRecord, hookimpl
 from neft_plugins.plugins import plugin_manager
-from neft_plugins.stats import NoiseRecord
 from support.noise import assert_near_paper_norm
 
 

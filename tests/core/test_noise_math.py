@@ -207,7 +207,9 @@ def test_gaussian_noise_has_the_same_expected_norm():
 
 
 def test_padded_length_matches_transformers_builtin_bit_for_bit():
-    from transformers.integrations.neftune import neftune_post_forward_hook
+    from neft_plugins.builtin_neftune import builtin_hook
+
+    neftune_post_forward_hook = builtin_hook()
 
     model = make_llama(hidden_size=DIM).train()
     input_ids = torch.randint(4, 60, (3, 17))
