@@ -9,6 +9,8 @@ import pytest
 
 from support.axolotl_cli import AxolotlRun, build_assets, example_config, run_axolotl
 
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -20,8 +22,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     """``train_example(name, **overrides)`` runs an example config once per session and caches the run.
 
-    The plain LoRA example runs through Axolotl's default launcher (accelerate), exactly as users type it;
-    the other runs use ``--launcher python`` to keep the session short.
+    The plain LoRA example runs as users who try the examples type it: Axolotl's default launcher
+    (accelerate, which starts ``python -m``, putting the working directory first on ``sys.path``) from the
+    repository root, where ``neft_plugins/`` is the source folder. The other runs use ``--launcher python``
+    in their own folder to keep the session short.
     """
     runs: dict[tuple, AxolotlRun] = {}
 
@@ -29,8 +33,13 @@ def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         key = (name, tuple(sorted(overrides.items())))
         if key not in runs:
             folder = tmp_path_factory.mktemp(f"axolotl-{name}")
-            launcher = None if key == ("lora", ()) else "python"
-            runs[key] = run_axolotl(example_config(name, tiny, folder, **overrides), folder, launcher)
+            as_users_type_it = key == ("lora", ())
+            runs[key] = run_axolotl(
+                example_config(name, tiny, folder, **overrides),
+                folder,
+                launcher=None if as_users_type_it else "python",
+                cwd=REPOSITORY_ROOT if as_users_type_it else None,
+            )
         return runs[key]
 
     return train
