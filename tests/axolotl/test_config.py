@@ -12,7 +12,7 @@ import yaml
 
 from neft_plugins import CONFIG_KEYS, NEFTuneCallback
 from support.axolotl_cli import example_config, run_axolotl
-from support.logs import ATTACHED
+from support.logs import ATTACHED, double_noise_error
 
 
 def load(tiny: dict[str, Path], folder: Path, **overrides: Any):
@@ -90,13 +90,19 @@ def test_bad_values_fail_at_config_load_naming_the_key(tiny, tmp_path, overrides
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("alpha", [5, 0])
 @pytest.mark.parametrize("builtin_key", ["neftune_noise_alpha", "noisy_embedding_alpha"])
-def test_builtin_key_beside_ours_is_refused(tiny, tmp_path, builtin_key):
+def test_builtin_key_beside_ours_is_refused_even_with_alpha_0(tiny, tmp_path, builtin_key, alpha):
     with pytest.raises(ValueError) as error:
-        load(tiny, tmp_path, **{builtin_key: 5})
-    text = str(error.value)
-    assert f"{builtin_key}: got 5 while neft-plugins' NEFTune is enabled" in text
-    assert "twice" in text and "neftune_alpha" in text
+        load(tiny, tmp_path, **{builtin_key: 5, "neftune_alpha": alpha})
+    assert double_noise_error(builtin_key, 5, alpha) in str(error.value)
+
+
+def test_misspelt_key_is_refused_with_a_suggestion(tiny, tmp_path):
+    """`neftune_schedul: cosine` would otherwise train with the default constant schedule, without a word."""
+    with pytest.raises(ValueError) as error:
+        load(tiny, tmp_path, neftune_schedul="cosine")
+    assert "neftune_schedul: unknown key; did you mean neftune_schedule?" in str(error.value)
 
 
 def test_builtin_key_alone_is_left_to_axolotl(tiny, tmp_path):
@@ -108,7 +114,6 @@ def test_cli_refuses_double_neftune_before_loading_the_model(tiny, tmp_path):
     config = example_config("lora", tiny, tmp_path, neftune_noise_alpha=5)
     run = run_axolotl(config, tmp_path)
     assert run.returncode != 0
-    assert "neftune_noise_alpha: got 5 while neft-plugins' NEFTune is enabled" in run.output, run.describe()
-    assert "Remove neftune_noise_alpha and set neftune_alpha instead" in run.output
+    assert double_noise_error("neftune_noise_alpha", 5, 5) in run.output, run.describe()
     assert "axolotl.loaders" not in run.output  # stopped before any model or tokenizer was loaded
     assert ATTACHED not in run.output and not run.steps

@@ -5,16 +5,10 @@ even as 0 — with 0 meant as "off", the built-in would still noise. Without ``n
 """
 
 import pytest
-from support.tiny import make_llama
 
 from neft_plugins import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError, attach
-
-CONFLICT = (
-    "neftune_noise_alpha: got 5 beside neftune_alpha: {alpha}. neftune_noise_alpha is the framework's "
-    "built-in NEFTune (padded length, padding noised); neftune_alpha is neft-plugins'. Both would noise the "
-    "embeddings (twice, or with neftune_alpha: 0 still by the built-in): remove neftune_noise_alpha and set "
-    "neftune_alpha instead."
-)
+from support.logs import double_noise_error
+from support.tiny import make_llama
 
 
 @pytest.mark.parametrize("alpha", [5, 0])
@@ -22,7 +16,7 @@ CONFLICT = (
 def test_builtin_key_beside_ours_is_refused_even_with_alpha_0(alpha, builtin_key):
     with pytest.raises(NEFTuneConflictError) as error:
         NEFTuneConfig.from_mapping({"neftune_alpha": alpha, builtin_key: 5})
-    assert str(error.value) == CONFLICT.format(alpha=alpha).replace("neftune_noise_alpha", builtin_key)
+    assert str(error.value) == double_noise_error(builtin_key, 5, alpha)
 
 
 @pytest.mark.parametrize("builtin", [None, 0])
@@ -54,5 +48,5 @@ def test_misspelt_key_is_refused_with_a_suggestion(key, message):
 def test_attach_refuses_an_embedding_with_the_builtin_attribute():
     model = make_llama()
     model.get_input_embeddings().neftune_noise_alpha = 5
-    with pytest.raises(NEFTuneConflictError, match="neftune_noise_alpha: got 5 beside neftune_alpha: 0.0"):
+    with pytest.raises(NEFTuneConflictError, match=r"neftune_noise_alpha: got 5 beside neftune_alpha: 0\.0"):
         attach(model, neftune_alpha=0)

@@ -23,3 +23,13 @@ def printed_metrics(output: str) -> list[dict[str, float]]:
         {key: float(value) for key, value in ast.literal_eval(match.group(0)).items()}
         for match in METRICS.finditer(output)
     ]
+
+
+def double_noise_error(builtin_key: str, builtin_alpha: object, neftune_alpha: object) -> str:
+    """The one message every integration gives for a framework's built-in NEFTune key beside ours."""
+    return (
+        f"{builtin_key}: got {builtin_alpha} beside neftune_alpha: {neftune_alpha}. {builtin_key} is the framework's "
+        "built-in NEFTune (padded length, padding noised); neftune_alpha is neft-plugins'. Both would noise the "
+        f"embeddings (twice, or with neftune_alpha: 0 still by the built-in): remove {builtin_key} and set "
+        "neftune_alpha instead."
+    )
