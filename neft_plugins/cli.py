@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.plugins import distributions, plugin_manager, schedules
+
+AXOLOTL_PLUGIN = "neft_plugins.integrations.axolotl.NEFTunePlugin"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="fine-tune a real small model with and without NEFTune and compare")
     commands.add_parser("report", help="compare two sets of generations with the paper's measures")
-    check = commands.add_parser("check", help="validate the neftune_* keys of a YAML or JSON config")
+    check = commands.add_parser(
+        "check",
+        help="validate the neftune_* keys of a YAML or JSON config, and that the Axolotl plugins it lists import",
+    )
     check.add_argument("config", type=Path)
     commands.add_parser("plugins", help="list the distributions, schedules and plugins installed")
     args = parser.parse_args(argv)
@@ -44,13 +50,40 @@ def _check(path: Path) -> int:
         except ImportError as error:
             raise SystemExit("neft check: reading YAML needs PyYAML (pip install pyyaml)") from error
         mapping = yaml.safe_load(text)
+    mapping = mapping or {}
     try:
-        config = NEFTuneConfig.from_mapping(mapping or {})
-    except NEFTuneConfigError as error:
+        config = NEFTuneConfig.from_mapping(mapping)
+    except (NEFTuneConfigError, NEFTuneConflictError) as error:
         print(f"{path}: {error}", file=sys.stderr)
+        return 2
+    problems = [_plugin_problem(name) for name in mapping.get("plugins") or []]
+    if config.enabled and "base_model" in mapping and AXOLOTL_PLUGIN not in (mapping.get("plugins") or []):
+        problems.append(
+            f"neftune_alpha is set but plugins does not list {AXOLOTL_PLUGIN}: Axolotl ignores it"
+        )
+    for problem in filter(None, problems):
+        print(f"{path}: {problem}", file=sys.stderr)
+    if any(problems):
         return 2
     print(json.dumps(config.as_dict(), indent=2))
     return 0
+
+
+def _plugin_problem(dotted_path: str) -> str | None:
+    """Why Axolotl could not load the plugin ``dotted_path`` in this environment, or None if it imports.
+
+    Axolotl logs one error line and trains on without a plugin it cannot import.
+    """
+    module_name, _, class_name = dotted_path.rpartition(".")
+    try:
+        plugin = getattr(importlib.import_module(module_name), class_name)
+    except Exception as error:
+        return (
+            f"plugin {dotted_path} does not import here ({type(error).__name__}: {error}); Axolotl would train "
+            "without it. Install neft-plugins in the environment that runs axolotl."
+        )
+    print(f"plugin {dotted_path}: imports ({plugin.__module__})")
+    return None
 
 
 def _list_plugins() -> int:

@@ -1,7 +1,8 @@
 import subprocess
 import sys
 
-from neft_plugins.cli import main
+from neft_plugins.cli import AXOLOTL_PLUGIN, main
+from support.logs import double_noise_error
 
 
 def test_check_accepts_a_good_config_and_names_the_bad_key(tmp_path, capsys):
@@ -24,3 +25,37 @@ def test_console_script_lists_the_builtin_plugins():
     )
     assert "distributions: uniform, gaussian" in result.stdout
     assert "plugin: builtin:RowMaskReader" in result.stdout
+
+
+def test_check_reports_the_double_noise_conflict_as_the_integrations_do(tmp_path, capsys):
+    config = tmp_path / "axolotl.yml"
+    config.write_text("neftune_alpha: 0\nneftune_noise_alpha: 5\n")
+    assert main(["check", str(config)]) == 2
+    assert double_noise_error("neftune_noise_alpha", 5, 0) in capsys.readouterr().err
+
+
+def test_check_refuses_a_misspelt_key(tmp_path, capsys):
+    config = tmp_path / "axolotl.yml"
+    config.write_text("neftune_alpha: 5\nneftune_schedul: cosine\n")
+    assert main(["check", str(config)]) == 2
+    assert "neftune_schedul: unknown key; did you mean neftune_schedule?" in capsys.readouterr().err
+
+
+def test_check_says_when_the_axolotl_plugin_does_not_import_here(tmp_path, capsys):
+    """The core environment has no axolotl: Axolotl would log one error line and train without noise."""
+    config = tmp_path / "axolotl.yml"
+    config.write_text(f"base_model: x\nplugins:\n  - {AXOLOTL_PLUGIN}\nneftune_alpha: 5\n")
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"plugin {AXOLOTL_PLUGIN} does not import here (ModuleNotFoundError: No module named 'axolotl')"
+        in err
+    )
+    assert "Axolotl would train without it" in err
+
+
+def test_check_says_when_an_axolotl_config_does_not_list_the_plugin(tmp_path, capsys):
+    config = tmp_path / "axolotl.yml"
+    config.write_text("base_model: x\nneftune_alpha: 5\n")
+    assert main(["check", str(config)]) == 2
+    assert f"plugins does not list {AXOLOTL_PLUGIN}: Axolotl ignores it" in capsys.readouterr().err
