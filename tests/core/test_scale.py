@@ -17,6 +17,7 @@ from neft_plugins.callback import STATE_FILE
 from support.env import subprocess_env
 from support.noise import assert_near_paper_norm, paper_norm
 from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
+from support.versions import transformers_resumes_under_torch_2_13
 
 HERE = Path(__file__).parent
 
@@ -99,6 +100,7 @@ def losses(trainer, steps=(3, 4)):
     }
 
 
+@transformers_resumes_under_torch_2_13
 def test_resume_continues_the_noise_exactly(tmp_path):
     dataset = Dataset.from_list(text_records(40, lengths=(3, 20)))
     tokenizer = make_tokenizer()

@@ -17,6 +17,7 @@ from support.tiny import (
     short_run_args,
     text_records,
 )
+from support.versions import transformers_4bit_on_new_bitsandbytes, trl_packing_keeps_sequences
 
 ALPHA = 5.0
 MIN_ELEMENTS = 3 * 64  # the shortest sequences have 3 tokens of width 64
@@ -109,6 +110,7 @@ def test_lora(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
     assert neft_traces(trainer.model) == []
 
 
+@transformers_4bit_on_new_bitsandbytes
 def test_qlora_4bit(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -152,6 +154,7 @@ def test_left_padding_with_a_plain_trainer(tmp_path, tokenizer, mixed_lengths, r
     assert_run_noised_right(trainer, recorder, spy, assert_noise_norms)
 
 
+@trl_packing_keeps_sequences
 def test_padding_free_packing(tmp_path, tokenizer, mixed_lengths, recorder, assert_noise_norms):
     trainer, spy = noised_sft(
         tmp_path,

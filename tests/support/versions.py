@@ -1,0 +1,36 @@
+"""Marks for tests that need a framework feature some tested versions lack; each names the version and why."""
+
+from __future__ import annotations
+
+import inspect
+from importlib import metadata
+
+import pytest
+from packaging.version import Version
+
+
+def version_of(package: str) -> Version:
+    return Version(metadata.version(package))
+
+
+def _trl_packing_keeps_sequences() -> bool:
+    from trl.data_utils import pack_dataset
+
+    return "strategy" in inspect.signature(pack_dataset).parameters
+
+
+transformers_resumes_under_torch_2_13 = pytest.mark.skipif(
+    version_of("transformers") < Version("4.47"),
+    reason="transformers 4.46's Trainer cannot resume under torch 2.13: its own torch.load of rng_state.pth "
+    "fails with weights_only (a transformers limit, fixed in later releases)",
+)
+transformers_4bit_on_new_bitsandbytes = pytest.mark.skipif(
+    version_of("transformers") < Version("4.47"),
+    reason="transformers 4.46's bitsandbytes integration fails with bitsandbytes >= 0.50 "
+    "(\"'frozenset' object has no attribute 'discard'\"), and older bitsandbytes has no CPU 4-bit",
+)
+trl_packing_keeps_sequences = pytest.mark.skipif(
+    not _trl_packing_keeps_sequences(),
+    reason="this TRL's packing (TRL 0.16) concatenates examples into fixed-length chunks and keeps no sequence "
+    "boundaries, so a packed row holds no sequences to tell apart",
+)
