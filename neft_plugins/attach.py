@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
+from neft_plugins.config import (
+    NEFTuneConfig,
+    NEFTuneConfigError,
+    NEFTuneConflictError,
+    as_config,
+    check_no_double_noise,
+)
 from neft_plugins.noise import (
     noise_dtype,
     padded_magnitude,
@@ -29,12 +35,20 @@ from neft_plugins.stats import NoiseStats
 
 logger = logging.getLogger("neft_plugins")
 
+EMBEDDING_RUNS = "\0neft:embedding_runs"  # kept with each recorded call; no model input has this name
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
 
 # Families whose forward multiplies the embedding module's output by sqrt(hidden_size) outside the module:
 # Gemma, Gemma 2 and VaultGemma before transformers 5 (from 5 the scale is inside, `embed_scale`), and
 # RecurrentGemma on every version.
 SCALED_AFTER_EMBEDDING = ("gemma", "gemma2", "vaultgemma", "recurrent_gemma")
+
+# Config attributes that hold a multimodal model's placeholder token ids (transformers 4.x used "_index").
+PLACEHOLDER_KEYS = tuple(
+    f"{kind}_token_{suffix}" for kind in ("image", "video", "audio") for suffix in ("id", "index")
+)
+# Sub-configs whose presence makes a model multimodal.
+MEDIA_CONFIGS = ("vision_config", "audio_config", "video_config")
 
 _attached: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
 
@@ -94,6 +108,40 @@ def scale_after_embeddings(model: nn.Module, embeddings: nn.Module) -> float:
     return 1.0
 
 
+def model_config(model: nn.Module) -> Any:
+    inner = unwrap_model(model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return getattr(base, "config", None)
+
+
+def placeholder_token_ids(model: nn.Module) -> tuple[int, ...]:
+    """The image/video/audio placeholder ids of a multimodal model (their embeddings are replaced by the media
+    features, so noise there never reaches the model); () for a text-only model.
+
+    Raises ``NEFTuneAttachError`` for a multimodal model whose placeholder ids cannot be read, rather than
+    guess and let the placeholders dilute every sequence's noise.
+    """
+    config = model_config(model)
+    ids = {getattr(config, key) for key in PLACEHOLDER_KEYS if isinstance(getattr(config, key, None), int)}
+    media = [key for key in MEDIA_CONFIGS if getattr(config, key, None) is not None]
+    if media and not ids:
+        raise NEFTuneAttachError(
+            f"{type(config).__name__} is multimodal ({', '.join(media)}) but names no placeholder token id "
+            f"({', '.join(PLACEHOLDER_KEYS)}): NEFTune cannot tell text from media positions, whose noise the "
+            "media features overwrite. Set the id on the config, or attach to the language model alone."
+        )
+    return tuple(sorted(ids))
+
+
+def find_encoder(model: nn.Module) -> nn.Module | None:
+    """The encoder of an encoder-decoder model (T5, BART, ...); None for a decoder-only model."""
+    inner = unwrap_model(model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    if not getattr(model_config(model), "is_encoder_decoder", False) or not hasattr(base, "get_encoder"):
+        return None
+    return base.get_encoder()
+
+
 def distributed_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -111,7 +159,16 @@ class NEFTuneHandle:
     ) -> None:
         self.config = config
         self.sequence_group = sequence_group
-        self.embeddings, self.embeddings_path = find_input_embeddings(model)
+        self.encoder = find_encoder(model)
+        if self.encoder is not None and config.neftune_scope != "all":
+            raise NEFTuneConfigError(
+                f"neftune_scope: got {config.neftune_scope!r} for an encoder-decoder model; NEFTune noises the "
+                "encoder's input, which is all prompt: use neftune_scope: 'all'"
+            )
+        # Encoder-decoders: the embedding module the encoder really runs (T5 on transformers 5 runs its own
+        # `embed_tokens`, not the `shared` module get_input_embeddings() returns).
+        self.embeddings, self.embeddings_path = find_input_embeddings(self.encoder or model)
+        self.placeholder_ids = placeholder_token_ids(model)
         # The padded length reproduces the built-in, which adds its noise at the module's output, as is.
         padded = config.neftune_length == "padded"
         self.scale_after = 1.0 if padded else scale_after_embeddings(model, self.embeddings)
@@ -129,7 +186,10 @@ class NEFTuneHandle:
         self.stats = NoiseStats(self)
         self._sample = distributions()[config.neftune_distribution]
         self._schedule = schedules()[config.neftune_schedule]
-        self._calls: list[Mapping[str, Any]] = []
+        self._calls: list[dict[str, Any]] = []
+        self._encoder_depth = 0
+        self._embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
+        self._warned_bypass = False
         self._positional = _positional_names(unwrap_model(model))
         self._generator: torch.Generator | None = None
         self._pending_rng_state: torch.Tensor | None = None
@@ -141,6 +201,12 @@ class NEFTuneHandle:
             # Eager even inside torch.compile: observers and schedules must not become graph guards.
             self.embeddings.register_forward_hook(torch.compiler.disable(self._noise_hook)),
         ]
+        if self.encoder is not None:
+            # Only the encoder's pass is noised: on transformers 4.x the decoder runs the same (shared) module.
+            self._hooks += [
+                self.encoder.register_forward_pre_hook(self._enter_encoder),
+                self.encoder.register_forward_hook(self._leave_encoder, always_call=True),
+            ]
         _attached[self.embeddings] = self
         settings = ", ".join(
             f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
@@ -178,15 +244,36 @@ class NEFTuneHandle:
         # Every input, by name: segment readers (plugins included) pick what they understand.
         call = dict(kwargs)
         call.update(zip(self._positional, args, strict=False))
+        call[EMBEDDING_RUNS] = self._embedding_runs
         self._calls.append(call)
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self._calls:
-            self._calls.pop()
+        if not self._calls:
+            return
+        call = self._calls.pop()
+        trained = module.training and torch.is_grad_enabled() and self.alpha > 0
+        if trained and self._embedding_runs == call[EMBEDDING_RUNS] and not self._warned_bypass:
+            self._warned_bypass = True
+            logger.warning(
+                "neft_plugins: a training forward pass of %s did not run %s, so it got no noise: the model was "
+                "called with inputs_embeds (or encoder_outputs), or its forward bypasses get_input_embeddings(). "
+                "Pass input_ids, or attach to the model whose embeddings run.",
+                type(module).__name__,
+                self.embeddings_path,
+            )
+
+    def _enter_encoder(self, module: nn.Module, args: tuple) -> None:
+        self._encoder_depth += 1
+
+    def _leave_encoder(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._encoder_depth -= 1
 
     def _noise_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if self.alpha <= 0 or not (module.training and torch.is_grad_enabled()):
             return None
+        if self.encoder is not None and self._encoder_depth == 0:
+            return None  # the decoder's teacher-forced input: not the instruction
+        self._embedding_runs += 1
         if not isinstance(output, torch.Tensor) or output.dim() != 3:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise NEFTuneInputError(
@@ -198,8 +285,11 @@ class NEFTuneHandle:
         segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(
             output.device
         )
+        segments = segments * self._text_positions(call, batch_shape, segments.device)
         labels = call.get("labels")
-        labels = labels if isinstance(labels, torch.Tensor) and labels.shape == batch_shape else None
+        # An encoder-decoder's labels are the decoder's: they say nothing about the encoder's positions.
+        aligned = self.encoder is None and isinstance(labels, torch.Tensor) and labels.shape == batch_shape
+        labels = labels if aligned else None
         if labels is not None:
             segments = without_unsupervised(segments, labels)
         try:
@@ -226,6 +316,21 @@ class NEFTuneHandle:
         if self.scale_after != 1.0:
             noise.div_(self.scale_after)
         return output + noise.to(output.dtype)
+
+    def _text_positions(
+        self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device
+    ) -> Any:
+        """False at media placeholders (their embeddings are replaced by image/video/audio features): they get
+        no noise and do not count in L. 1 when the model has none."""
+        input_ids = call.get("input_ids")
+        if (
+            not self.placeholder_ids
+            or not isinstance(input_ids, torch.Tensor)
+            or input_ids.shape != batch_shape
+        ):
+            return 1
+        placeholders = torch.tensor(self.placeholder_ids, device=input_ids.device)
+        return ~torch.isin(input_ids, placeholders).to(device)
 
     def _token_counts(self, segments: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
         """L_s per segment; under context parallelism, summed over the ranks that hold the sequence's slices."""
