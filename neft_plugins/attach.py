@@ -190,6 +190,8 @@ class NEFTuneHandle:
         self._encoder_depth = 0
         self._embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
         self._warned_bypass = False
+        self._runs_at_last_read = 0
+        self._warned_nothing_noised = False
         self._positional = _positional_names(unwrap_model(model))
         self._generator: torch.Generator | None = None
         self._pending_rng_state: torch.Tensor | None = None
@@ -228,6 +230,24 @@ class NEFTuneHandle:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
         self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
         return self.alpha
+
+    def read_logs(self) -> dict[str, float]:
+        """The ``neft/*`` log entries since the last read; warns once if training passes ran but no token got
+        noise (the case a log line alone would not make obvious)."""
+        logs = self.stats.read_and_reset(self.alpha)
+        ran = self._embedding_runs > self._runs_at_last_read
+        self._runs_at_last_read = self._embedding_runs
+        if ran and logs["neft/tokens_noised"] == 0 and not self._warned_nothing_noised:
+            self._warned_nothing_noised = True
+            logger.warning(
+                "neft_plugins: no token got noise since the last log although %s ran in training passes: every "
+                "sequence had all labels -100 (nothing supervised)%s, or was padding.",
+                self.embeddings_path,
+                ""
+                if self.config.neftune_scope == "all"
+                else f", or neftune_scope {self.config.neftune_scope!r} left none",
+            )
+        return logs
 
     def rng_state(self) -> torch.Tensor | None:
         """The noise generator's state (None while noise comes from torch's global RNG)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,26 @@ from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, attach, distr
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
+logger = logging.getLogger("neft_plugins")
+
 STATE_FILE = "neft_state_rank{rank}.pt"
+# Trainers whose loss is not a language-model loss on the batch: neft/clean_loss would mean something else.
+NOT_LM_LOSS_TRAINERS = (
+    "DPOTrainer",
+    "GRPOTrainer",
+    "RLOOTrainer",
+    "OnlineDPOTrainer",
+    "KTOTrainer",
+    "ORPOTrainer",
+    "CPOTrainer",
+    "BCOTrainer",
+    "PPOTrainer",
+    "RewardTrainer",
+    "PRMTrainer",
+    "GKDTrainer",
+)
+# On-policy trainers that compare the (noised) policy pass with clean old-policy/reference passes.
+ON_POLICY_TRAINERS = ("GRPOTrainer", "RLOOTrainer", "OnlineDPOTrainer")
 # What the callback wraps on the Trainer (see ARCHITECTURE.md).
 TRAINER_HOOK_POINTS = ("train", "training_step", "log")
 
@@ -33,6 +53,8 @@ class NEFTuneCallback(TrainerCallback):
         check_trainer_hook_points()
         self.handle: NEFTuneHandle | None = None
         self._guarded: set[int] = set()
+        self._clean_losses: list[torch.Tensor] = []
+        self._guarded_clean_loss: set[int] = set()
 
     def on_init_end(self, args, state, control, **kwargs):
         _check_trainer_args(args, self.config.neftune_alpha)
@@ -49,6 +71,9 @@ class NEFTuneCallback(TrainerCallback):
         self._detach()
         self.handle = attach(model, self.config, sequence_group=_context_parallel_group(trainer))
         self.handle.set_step(state.global_step, state.max_steps)
+        _warn_on_policy(trainer)
+        if self.config.neftune_clean_loss:
+            self._measure_clean_loss(trainer)
         if state.global_step > 0:
             self._load_state(_resumed_checkpoint(args.output_dir, state.global_step))
 
@@ -60,20 +85,38 @@ class NEFTuneCallback(TrainerCallback):
         if self.handle is not None and self.handle.rng_state() is not None:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            rank, _ = distributed_rank()
-            torch.save(
-                {"rng_state": self.handle.rng_state()}, os.path.join(folder, STATE_FILE.format(rank=rank))
-            )
+            rank, world_size = distributed_rank()
+            state_file = os.path.join(folder, STATE_FILE.format(rank=rank))
+            torch.save({"rng_state": self.handle.rng_state(), "world_size": world_size}, state_file)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._detach()
 
     def _load_state(self, checkpoint: str) -> None:
+        """Restore the noise stream saved with ``checkpoint``; say so once when that cannot be exact."""
         assert self.handle is not None
-        rank, _ = distributed_rank()
+        rank, world_size = distributed_rank()
+        if self.config.neftune_seed is None and world_size == 1:
+            return  # noise from torch's global RNG, which the Trainer restores itself
         path = os.path.join(checkpoint, STATE_FILE.format(rank=rank))
-        if os.path.exists(path):
-            self.handle.set_rng_state(torch.load(path, weights_only=True)["rng_state"])
+        if not os.path.exists(path):
+            logger.warning(
+                "neft_plugins: %s has no %s, so the noise stream starts afresh: the resumed run's noise differs "
+                "from an uninterrupted one's",
+                checkpoint,
+                os.path.basename(path),
+            )
+            return
+        saved = torch.load(path, weights_only=True)
+        if saved.get("world_size", world_size) != world_size:
+            logger.warning(
+                "neft_plugins: %s was saved by %d processes and resumes on %d; each rank continues a saved "
+                "stream, but the run's noise differs from an uninterrupted one's",
+                checkpoint,
+                saved["world_size"],
+                world_size,
+            )
+        self.handle.set_rng_state(saved["rng_state"])
 
     def _detach(self) -> None:
         if self.handle is not None:
@@ -104,10 +147,81 @@ class NEFTuneCallback(TrainerCallback):
         @functools.wraps(log)
         def log_with_neft(logs: dict[str, float], *args: Any, **kwargs: Any) -> Any:
             if self.handle is not None and "loss" in logs:
-                logs.update(self.handle.stats.read_and_reset(self.handle.alpha))
+                logs.update(self.handle.read_logs())
+                if self._clean_losses:
+                    logs["neft/clean_loss"] = float(torch.stack(self._clean_losses).mean())
+                    self._clean_losses.clear()
             return log(logs, *args, **kwargs)
 
         return log_with_neft
+
+    def _measure_clean_loss(self, trainer: Trainer) -> None:
+        """Wrap ``compute_loss`` once to also take, on the micro-batches of each logging step, the same
+        batch's loss with the noise off (a ``no_grad`` forward, which NEFTune never noises)."""
+        name = next(
+            (cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in NOT_LM_LOSS_TRAINERS), None
+        )
+        if name is not None or trainer.args.logging_strategy != "steps":
+            why = (
+                f"{name}'s loss is not a language-model loss on the batch"
+                if name
+                else "logging is not by steps"
+            )
+            logger.warning("neft_plugins: neft/clean_loss is not available here: %s", why)
+            return
+        if id(trainer) in self._guarded_clean_loss:
+            return
+        self._guarded_clean_loss.add(id(trainer))
+        compute_loss = trainer.compute_loss
+
+        @functools.wraps(compute_loss)
+        def compute_loss_and_clean_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            result = compute_loss(model, inputs, *args, **kwargs)
+            if self.handle is not None and model.training and torch.is_grad_enabled() and _logs_next(trainer):
+                # Normalised as the trainer's own loss is: by the batch's label count when it passes one.
+                items = kwargs.get("num_items_in_batch")
+                loss_kwargs = (
+                    {"num_items_in_batch": items} if items is not None and _takes_loss_kwargs(trainer) else {}
+                )
+                with torch.no_grad():
+                    self._clean_losses.append(model(**inputs, **loss_kwargs).loss.detach().float())
+            return result
+
+        trainer.compute_loss = compute_loss_and_clean_loss
+
+
+def _takes_loss_kwargs(trainer: Trainer) -> bool:
+    return bool(getattr(trainer, "model_accepts_loss_kwargs", False))
+
+
+def _logs_next(trainer: Trainer) -> bool:
+    """Whether the optimizer step now running ends with a log (the Trainer's own rule for ``steps``)."""
+    state = trainer.state
+    step = state.global_step + 1
+    first = step == 1 and trainer.args.logging_first_step
+    return first or (state.logging_steps > 0 and step % state.logging_steps == 0)
+
+
+def _warn_on_policy(trainer: Trainer) -> None:
+    """GRPO-style trainers compare the noised policy pass with clean old-policy and reference passes."""
+    name = next((cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in ON_POLICY_TRAINERS), None)
+    if name is None:
+        return
+    beta, iterations = (
+        getattr(trainer.args, "beta", 0.0) or 0.0,
+        getattr(trainer.args, "num_iterations", 1) or 1,
+    )
+    if beta == 0 and iterations == 1:
+        return
+    logger.warning(
+        "neft_plugins: %s: NEFTune noises the policy pass that carries the gradient, not the old-policy or "
+        "reference log-prob passes (no_grad). The KL (beta=%s) and the importance ratio (num_iterations=%s) "
+        "then compare a noised pass with clean ones: the logged kl is above 0 and the ratio moves from step 0 "
+        "by noise alone (measured: benchmarks/results/GRPO.md). Do not read kl or clip_ratio as drift.",
+        name,
+        beta,
+        iterations,
+    )
 
 
 def check_trainer_hook_points() -> None:

@@ -32,6 +32,7 @@ class NEFTuneConfig:
     neftune_scope: str = "all"
     neftune_length: str = "sequence"
     neftune_seed: int | None = None
+    neftune_clean_loss: bool = False
 
     def __post_init__(self) -> None:
         from neft_plugins.plugins import distributions, schedules
@@ -42,6 +43,11 @@ class NEFTuneConfig:
         _choice("neftune_scope", self.neftune_scope, SCOPES)
         _choice("neftune_length", self.neftune_length, LENGTHS)
         object.__setattr__(self, "neftune_seed", _seed(self.neftune_seed))
+        if not isinstance(self.neftune_clean_loss, bool):
+            raise NEFTuneConfigError(
+                f"neftune_clean_loss: got {self.neftune_clean_loss!r}; expected true or false (log neft/clean_loss, "
+                "the training loss with the noise off, on logging steps)"
+            )
         if self.neftune_length == "padded" and self.neftune_scope != "all":
             raise NEFTuneConfigError(
                 f"neftune_scope: got {self.neftune_scope!r} with neftune_length: 'padded'; the padded length "

@@ -55,6 +55,13 @@ class NEFTuneArgs(BaseModel):
         default=None,
         json_schema_extra={"description": "Seed of the noise stream (optional; differs per rank)."},
     )
+    neftune_clean_loss: bool | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "Also log neft/clean_loss: the training loss of the logging step's batches with the "
+            "noise off (one extra forward pass per log; SFT only)."
+        },
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -73,6 +73,9 @@ def main() -> None:
         result["packed_refused"] = str(error)
     if rank == 0:
         (output / "context_parallel.json").write_text(json.dumps(result))
+    # Both ranks finish their work before the group goes: destroying it while the other rank is still in a
+    # collective aborts the process at exit ("terminate called without an active exception") now and then.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -83,6 +83,9 @@ def main() -> None:
     assert dist.get_world_size() == 2
     record = {"norms": collect.norms, "torch_seed": torch.initial_seed(), "wrapper": wrapper}
     (output / f"rank{dist.get_rank()}.json").write_text(json.dumps(record))
+    # Both ranks finish their work before the group goes: destroying it while the other rank is still in a
+    # collective aborts the process at exit ("terminate called without an active exception") now and then.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -1,6 +1,7 @@
 """Distributed ranks, exact resume, gradient checkpointing and torch.compile, run for real on CPU."""
 
 import json
+import logging
 import math
 import socket
 import subprocess
@@ -101,7 +102,7 @@ def losses(trainer, steps=(3, 4)):
 
 
 @transformers_resumes_under_torch_2_13
-def test_resume_continues_the_noise_exactly(tmp_path):
+def test_resume_continues_the_noise_exactly(tmp_path, caplog):
     dataset = Dataset.from_list(text_records(40, lengths=(3, 20)))
     tokenizer = make_tokenizer()
 
@@ -123,10 +124,23 @@ def test_resume_continues_the_noise_exactly(tmp_path):
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert len(losses(resumed)) == 2 and losses(resumed) == losses(uninterrupted)
 
-    (checkpoint / STATE_FILE.format(rank=0)).unlink()  # without the saved state the noise would restart
+    state_file = checkpoint / STATE_FILE.format(rank=0)
+    saved = torch.load(state_file, weights_only=True)
+    assert saved["world_size"] == 1
+    torch.save({**saved, "world_size": 2}, state_file)
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"):
+        trainer(tmp_path / "d").train(resume_from_checkpoint=str(checkpoint))
+    assert "was saved by 2 processes and resumes on 1" in caplog.text
+
+    state_file.unlink()  # without the saved state the noise would restart
+    caplog.clear()
     restarted = trainer(tmp_path / "c")
-    restarted.train(resume_from_checkpoint=str(checkpoint))
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"):
+        restarted.train(resume_from_checkpoint=str(checkpoint))
     assert losses(restarted) != losses(resumed)
+    assert (
+        f"{checkpoint} has no {STATE_FILE.format(rank=0)}, so the noise stream starts afresh" in caplog.text
+    )
 
 
 def captured_noise_run(model, inputs, trainable):
