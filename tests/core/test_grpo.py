@@ -4,6 +4,7 @@ gradient is noised; rollouts, old-policy and reference log-prob passes (all unde
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from typing import Any
 
@@ -71,7 +72,7 @@ def innermost(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_grpo_noises_only_the_policy_pass(tmp_path, recorder, assert_noise_norms, lora):
+def test_grpo_noises_only_the_policy_pass(tmp_path, recorder, assert_noise_norms, lora, caplog):
     model_dir = tmp_path / "model"
     make_llama().save_pretrained(model_dir)
     tokenizer = make_tokenizer()
@@ -104,7 +105,10 @@ def test_grpo_noises_only_the_policy_pass(tmp_path, recorder, assert_noise_norms
     spies = [CallSpy(innermost(trainer.model), "policy", recorder.records)]
     if trainer.ref_model is not None:
         spies.append(CallSpy(innermost(trainer.ref_model), "reference", recorder.records))
-    trainer.train()
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"):
+        trainer.train()
+    # one warning at attach: the KL and the ratio compare the noised policy pass with clean ones
+    assert caplog.text.count("GRPOTrainer: NEFTune noises the policy pass that carries the gradient") == 1
 
     calls = [call for spy in spies for call in spy.calls]
     generate_calls = [call for call in calls if call["generating"]]
