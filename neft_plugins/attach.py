@@ -35,7 +35,6 @@ from neft_plugins.stats import NoiseStats
 
 logger = logging.getLogger("neft_plugins")
 
-EMBEDDING_RUNS = "\0neft:embedding_runs"  # kept with each recorded call; no model input has this name
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
 
 # Families whose forward multiplies the embedding module's output by sqrt(hidden_size) outside the module:
@@ -186,7 +185,8 @@ class NEFTuneHandle:
         self.stats = NoiseStats(self)
         self._sample = distributions()[config.neftune_distribution]
         self._schedule = schedules()[config.neftune_schedule]
-        self._calls: list[dict[str, Any]] = []
+        # Each model call in progress: its inputs by name, and the embedding runs counted when it began.
+        self._calls: list[tuple[dict[str, Any], int]] = []
         self._encoder_depth = 0
         self._embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
         self._warned_bypass = False
@@ -264,15 +264,14 @@ class NEFTuneHandle:
         # Every input, by name: segment readers (plugins included) pick what they understand.
         call = dict(kwargs)
         call.update(zip(self._positional, args, strict=False))
-        call[EMBEDDING_RUNS] = self._embedding_runs
-        self._calls.append(call)
+        self._calls.append((call, self._embedding_runs))
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self._calls:
             return
-        call = self._calls.pop()
+        _, runs_before = self._calls.pop()
         trained = module.training and torch.is_grad_enabled() and self.alpha > 0
-        if trained and self._embedding_runs == call[EMBEDDING_RUNS] and not self._warned_bypass:
+        if trained and self._embedding_runs == runs_before and not self._warned_bypass:
             self._warned_bypass = True
             logger.warning(
                 "neft_plugins: a training forward pass of %s did not run %s, so it got no noise: the model was "
@@ -300,7 +299,7 @@ class NEFTuneHandle:
                 f"{self.embeddings_path} returned {shape}; NEFTune needs a [batch, sequence, dim] tensor. "
                 "Attach to a model whose get_input_embeddings() is the token embedding module."
             )
-        call = self._calls[-1] if self._calls else {}
+        call = self._calls[-1][0] if self._calls else {}
         batch_shape = (output.shape[0], output.shape[1])
         segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(
             output.device

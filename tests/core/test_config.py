@@ -15,6 +15,7 @@ def test_defaults_are_off_and_follow_the_paper():
         "neftune_scope": "all",
         "neftune_length": "sequence",
         "neftune_seed": None,
+        "neftune_clean_loss": False,
     }
     assert tuple(config.as_dict()) == CONFIG_KEYS
 
