@@ -174,6 +174,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         full=args.full,
         device=args.device,
         logging_steps=max(1, args.steps // 10),
+        clean_loss=True,
         progress=progress,
     )
     ev = pipeline.EvalSettings(

@@ -186,6 +186,7 @@ class TrainSettings:
     lora_r: int = 16
     device: str = "cpu"
     logging_steps: int = 5
+    clean_loss: bool = False  # our arm also logs neft/clean_loss: one no-noise forward per logged micro-batch
     progress: bool = True
 
     @property
@@ -207,12 +208,10 @@ class ArmResult:
         out: dict[str, Any] = {"arm": asdict(self.arm), "train_seconds": round(self.train_seconds, 1)}
         for split, values in self.losses.items():
             out[f"loss/{split}"] = measures.nanmean(values)
-        noise = [h["neft/noise_norm"] for h in self.log_history if "neft/noise_norm" in h]
-        if noise:
-            out["neft/noise_norm"] = measures.mean(noise)
-        embed = [h["neft/embed_norm"] for h in self.log_history if "neft/embed_norm" in h]
-        if embed:
-            out["neft/embed_norm"] = measures.mean(embed)
+        for key in ("neft/noise_norm", "neft/embed_norm", "neft/clean_loss"):
+            values = [h[key] for h in self.log_history if key in h]
+            if values:
+                out[key] = measures.mean(values)
         return out
 
 
@@ -272,7 +271,13 @@ def train_arm(
         )
     callbacks = []
     if arm.alpha > 0 and not arm.builtin:
-        callbacks.append(NEFTuneCallback(neftune_alpha=arm.alpha, neftune_distribution=arm.distribution))
+        callbacks.append(
+            NEFTuneCallback(
+                neftune_alpha=arm.alpha,
+                neftune_distribution=arm.distribution,
+                neftune_clean_loss=settings.clean_loss,
+            )
+        )
     config = SFTConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=settings.batch_size,

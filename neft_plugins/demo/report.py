@@ -153,15 +153,42 @@ def plot_noise(probe: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+# What a training log carries, and how the report names it: the logged loss (noise on in a NEFTune arm) and,
+# where the callback measures it, the same batches' loss with the noise off.
+TRAINING_LOSSES = {"loss": "loss (as logged)", "neft/clean_loss": "neft/clean_loss (noise off)"}
+
+
+def training_loss_series(history: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(h["step"], h[key]) for h in history if key in h and "step" in h]
+
+
+def training_loss_table(logs: dict[str, list[dict]]) -> str:
+    """Markdown: each logging step's losses per arm; an arm that logs no ``neft/clean_loss`` has no column."""
+    columns = [
+        (name, key)
+        for name, history in logs.items()
+        for key in TRAINING_LOSSES
+        if any(key in h for h in history)
+    ]
+    series = {(name, key): dict(training_loss_series(logs[name], key)) for name, key in columns}
+    steps = sorted({step for values in series.values() for step in values})
+    header = ["step", *(f"{name} {TRAINING_LOSSES[key]}" for name, key in columns)]
+    rows = [[str(step), *(fmt(series[column].get(step)) for column in columns)] for step in steps]
+    return markdown_table(header, rows)
+
+
 def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
+    """Each arm's logged training loss; where an arm logs ``neft/clean_loss``, a dashed line of it beside."""
     fig, ax = pyplot().subplots(figsize=(6, 3.6))
     for name, history in logs.items():
-        points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
-        if points:
-            ax.plot(*zip(*points, strict=False), marker=".", label=name)
+        for key, style in (("loss", "-"), ("neft/clean_loss", "--")):
+            points = training_loss_series(history, key)
+            if points:
+                label = name if key == "loss" else f"{name}, {TRAINING_LOSSES[key]}"
+                ax.plot(*zip(*points, strict=False), ls=style, marker=".", label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (as logged, noise on)")
-    ax.legend()
+    ax.set_ylabel("training loss (dashed: noise off)")
+    ax.legend(fontsize="small")
     return save_figure(fig, path)
 
 
@@ -220,6 +247,14 @@ def demo_markdown(
         f"{payload['identical_train_answers']} greedy answers to training prompts are identical in A and B.",
         "",
         HONESTY,
+        "",
+        "## Training loss, noise on and off",
+        "",
+        training_loss_table(payload["log_history"]),
+        "",
+        "B's logged loss is taken with the noise on. Its `neft/clean_loss` is the loss of the same batches with "
+        "the noise off (one extra `no_grad` forward per micro-batch of a logging step): the paper's Section 5 "
+        "comparison, measured as training goes. A trains without noise, so its logged loss is already clean.",
         "",
         "## The certain part: noise each sequence received",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -83,6 +84,22 @@ def test_demo_trains_with_our_callback_and_logs_noise(demo_run):
     assert not any("neft/noise_norm" in h for h in report["log_history"]["A"])
     assert report["arms"]["A"]["arm"]["alpha"] == 0.0
     assert report["arms"]["B"]["arm"]["alpha"] == 5.0
+
+
+def test_demo_logs_clean_loss_beside_the_noised_loss_in_the_neftune_arm_only(demo_run):
+    report = json.loads((demo_run / "report.json").read_text())
+    logs_b = report["log_history"]["B"]
+    logged = [h for h in logs_b if "loss" in h]
+    clean = [h["neft/clean_loss"] for h in logged if "neft/clean_loss" in h]
+    assert logged and len(clean) == len(logged), "every logging step of arm B carries neft/clean_loss"
+    assert all(math.isfinite(value) and value > 0 for value in clean)
+    assert report["arms"]["B"]["neft/clean_loss"] == pytest.approx(sum(clean) / len(clean))
+    assert not any("neft/clean_loss" in h for h in report["log_history"]["A"])
+    # step 1: same seed, data and starting weights, so B's batch without noise is A's batch
+    first_a = next(h["loss"] for h in report["log_history"]["A"] if "loss" in h)
+    assert clean[0] == pytest.approx(first_a, rel=1e-3)
+    md = (demo_run / "report.md").read_text()
+    assert "| step | A loss (as logged) | B loss (as logged) | B neft/clean_loss (noise off) |" in md
 
 
 def test_demo_noise_probe_ours_vs_builtin(demo_run):
