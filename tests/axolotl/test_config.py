@@ -41,6 +41,7 @@ def test_valid_keys_load_and_become_the_callback_config(tiny, tmp_path):
         neftune_schedule="cosine",
         neftune_scope="response",
         neftune_seed=7,
+        neftune_clean_loss=True,
     )
     assert cfg.neftune_alpha == 10.0
     [callback] = NEFTunePlugin().add_callbacks_post_trainer(cfg, trainer=None)
@@ -52,6 +53,7 @@ def test_valid_keys_load_and_become_the_callback_config(tiny, tmp_path):
         "neftune_scope": "response",
         "neftune_length": "sequence",
         "neftune_seed": 7,
+        "neftune_clean_loss": True,
     }
 
 
