@@ -51,10 +51,10 @@ def build(size: dict, device: str):
     return model, {key: value.to(device) for key, value in batch.items()}
 
 
-def rotated(round_index: int) -> tuple[str, ...]:
-    """ARMS in the order of one round: each round starts one arm later, so no arm always goes first."""
-    shift = round_index % len(ARMS)
-    return ARMS[shift:] + ARMS[:shift]
+def rotated(round_index: int, arms: tuple[str, ...] = ARMS) -> tuple[str, ...]:
+    """`arms` in the order of one round: each round starts one arm later, so no arm always goes first."""
+    shift = round_index % len(arms)
+    return arms[shift:] + arms[:shift]
 
 
 class Arm:
