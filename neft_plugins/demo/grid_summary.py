@@ -17,6 +17,7 @@ from neft_plugins.demo.grid import MEASURES, ArmRecord, GridArm, per_example
 
 PAPER_DIRECTIONS = {1: "up", -1: "down", 0: "down or equal"}
 KIND_ORDER = ("none", "ours uniform", "builtin uniform", "ours gaussian")
+SPEED_PAGE = "SPEED.md"  # hand-written timings beside the generated README.md, which links to it
 
 
 @dataclass
@@ -83,7 +84,8 @@ def summarize(out: Path) -> None:
         report.plot_noise(probes["5.0"], out / "noise_per_sequence.png")
     if summary.directions:
         plot_directions(summary.directions, out / "directions.png")
-    (out / "README.md").write_text(summary_markdown(summary, probes, findings))
+    speed = (out / SPEED_PAGE).exists()
+    (out / "README.md").write_text(summary_markdown(summary, probes, findings, speed))
 
 
 def _read_json(path: Path) -> Any:
@@ -177,8 +179,11 @@ def _pooled_difference(
 # ------------------------------------------------------------------------------------------ rendering
 
 
-def summary_markdown(summary: Summary, probes: dict[str, dict] | None, findings: str | None) -> str:
-    """README.md of the results folder; `probes` is noise_probe.json, `findings` FINDINGS.md."""
+def summary_markdown(
+    summary: Summary, probes: dict[str, dict] | None, findings: str | None, speed: bool
+) -> str:
+    """README.md of the results folder; `probes` is noise_probe.json, `findings` FINDINGS.md, `speed`
+    whether the folder holds SPEED.md (hand-written timings: linked, not copied)."""
     setup = summary.setup
     header = ["arm (mean ± std over seeds)"] + [m.label for m in MEASURES]
     lines = [
@@ -239,6 +244,14 @@ def summary_markdown(summary: Summary, probes: dict[str, dict] | None, findings:
     ]
     if findings is not None:
         lines += ["## Findings", "", findings, ""]
+    if speed:
+        lines += [
+            "## Speed",
+            "",
+            f"What NEFTune and `neftune_clean_loss` cost in time and memory: [{SPEED_PAGE}]({SPEED_PAGE}) "
+            "(written by hand from `benchmarks/noise_op.py`, `overhead.py` and `clean_loss.py`; not generated).",
+            "",
+        ]
     return "\n".join(lines)
 
 

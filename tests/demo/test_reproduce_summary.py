@@ -49,6 +49,8 @@ def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
     for arm in arms:
         (tmp_path / "arms" / f"{arm['id']}.json").write_text(json.dumps(arm))
     (tmp_path / "references.json").write_text(json.dumps(REFERENCES))
+    speed = "# Speed\n\nwritten by hand\n"
+    (tmp_path / "SPEED.md").write_text(speed)
 
     grid_summary.summarize(tmp_path)
 
@@ -75,6 +77,9 @@ def test_noise_arm_minus_same_seed_none_with_pooled_interval(tmp_path):
         f"2/2 up; pooled [{pooled['low']:+.3g}, {pooled['high']:+.3g}]"
         in (tmp_path / "README.md").read_text()
     )
+    # hand-written SPEED.md is linked from the generated README and left as it was
+    assert "[SPEED.md](SPEED.md)" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "SPEED.md").read_text() == speed
 
 
 def test_workers_share_the_grid_through_claim_files(tmp_path):
