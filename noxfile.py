@@ -25,8 +25,15 @@ AXOLOTL_VERSIONS = {
     "0.17.0": ("axolotl==0.17.0", "huggingface_hub==1.17.0", "gradio==6.10.0"),
     "0.19.0": ("axolotl==0.19.0",),
 }
-LLAMAFACTORY_VERSIONS = ("0.9.3", "0.9.4", "0.9.5")
-NEWEST_LLAMAFACTORY = LLAMAFACTORY_VERSIONS[-1]
+# Axolotl versions whose GPU probe fails on the CPU build of torch (see the module's docstring).
+AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl" / "cpu_torch"}
+LLAMAFACTORY_VERSIONS = {
+    # 0.9.3 caps numpy below 2; pyarrow 26 (the newest) needs NumPy 2, pyarrow 21 still takes 1.26.
+    "0.9.3": ("llamafactory==0.9.3", "pyarrow<22"),
+    "0.9.4": ("llamafactory==0.9.4",),
+    "0.9.5": ("llamafactory==0.9.5",),
+}
+NEWEST_LLAMAFACTORY = "0.9.5"
 
 nox.options.sessions = ["lint", "core", "axolotl", "llamafactory", "demo_tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -65,7 +72,8 @@ def axolotl(session: nox.Session, version: str) -> None:
     _install(session, *AXOLOTL_VERSIONS[version], ".[test]")
     # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
-    _pytest(session, "tests/axolotl", PATH=path)
+    shim = AXOLOTL_CPU_TORCH_SHIM.get(version)
+    _pytest(session, "tests/axolotl", PATH=path, **({"PYTHONPATH": str(shim)} if shim else {}))
 
 
 @nox.session

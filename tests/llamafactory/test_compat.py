@@ -26,7 +26,7 @@ def untested(monkeypatch, caplog):
 
 def test_untested_version_warns(untested):
     compat.train_entry()
-    assert "llamafactory 0.10.0 is untested (tested: 0.9.5)" in untested.text
+    assert "llamafactory 0.10.0 is untested (tested: 0.9.3, 0.9.4, 0.9.5)" in untested.text
 
 
 def test_run_exp_without_callbacks_fails_clearly(untested, monkeypatch):
@@ -39,7 +39,8 @@ def test_run_exp_without_callbacks_fails_clearly(untested, monkeypatch):
     assert message.startswith(
         "llamafactory 0.10.0: llamafactory.train.tuner.run_exp(args=None) does not take"
     )
-    assert "tested with llamafactory 0.9.5" in message and "pip install 'llamafactory==0.9.5'" in message
+    assert "tested with llamafactory 0.9.3, 0.9.4, 0.9.5" in message
+    assert "pip install 'llamafactory==0.9.5'" in message
 
 
 def test_missing_run_exp_fails_clearly(untested, monkeypatch):

@@ -24,6 +24,7 @@ from support.llamafactory_cli import (
 )
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
 from support.noise import assert_near_paper_norm
+from support.versions import transformers_4bit_on_cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,7 +55,7 @@ def assert_lifecycle(result, alpha: float) -> None:
     [
         pytest.param("sft_full_neftune.yaml", 10.0, {"neftune_alpha": 10}, id="sft-full"),
         pytest.param("sft_lora_neftune.yaml", 5.0, {}, id="sft-lora"),
-        pytest.param("sft_qlora_neftune.yaml", 5.0, {}, id="sft-qlora"),
+        pytest.param("sft_qlora_neftune.yaml", 5.0, {}, id="sft-qlora", marks=transformers_4bit_on_cpu),
         pytest.param(
             "sft_lora_neftune.yaml", 15.0, {"packing": "true", "neftune_alpha": 15}, id="sft-packing"
         ),

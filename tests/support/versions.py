@@ -14,8 +14,10 @@ def version_of(package: str) -> Version:
 
 
 def _trl_packing_keeps_sequences() -> bool:
-    from trl.data_utils import pack_dataset
-
+    try:
+        from trl.data_utils import pack_dataset
+    except ImportError:  # TRL before 0.16 (what llamafactory 0.9.3 installs) packs elsewhere
+        return False
     return "strategy" in inspect.signature(pack_dataset).parameters
 
 
@@ -33,4 +35,9 @@ trl_packing_keeps_sequences = pytest.mark.skipif(
     not _trl_packing_keeps_sequences(),
     reason="this TRL's packing (TRL 0.16) concatenates examples into fixed-length chunks and keeps no sequence "
     "boundaries, so a packed row holds no sequences to tell apart",
+)
+transformers_4bit_on_cpu = pytest.mark.skipif(
+    version_of("transformers") < Version("4.57"),
+    reason="transformers 4.52 (what llamafactory 0.9.3 installs) refuses bitsandbytes' CPU backend for 4-bit "
+    "loading (it asks for intel_extension_for_pytorch); 4.57 and later load it",
 )
