@@ -24,7 +24,7 @@ from support.llamafactory_cli import (
 )
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
 from support.noise import assert_near_paper_norm
-from support.versions import transformers_4bit_on_cpu
+from support.versions import llamafactory_neat_packing, transformers_4bit_on_cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,6 +70,7 @@ def test_example_trains_with_per_sequence_noise(config, alpha, extra, tiny_model
         assert "Quantizing model to 4 bit with bitsandbytes" in result.text
 
 
+@llamafactory_neat_packing
 def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model, tmp_path):
     """Neat packing: segment ids become a 4-D block-diagonal float mask [B,1,L,L] (no flash-attention on
     CPU); each packed sequence must still get noise norm alpha/sqrt(3) and padding none."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.version import Version
@@ -40,4 +42,19 @@ transformers_4bit_on_cpu = pytest.mark.skipif(
     version_of("transformers") < Version("4.57"),
     reason="transformers 4.52 (what llamafactory 0.9.3 installs) refuses bitsandbytes' CPU backend for 4-bit "
     "loading (it asks for intel_extension_for_pytorch); 4.57 and later load it",
+)
+
+
+def _llamafactory_refuses_neat_packing() -> bool:
+    """LLaMA-Factory 0.9.4's own argument parser refuses ``neat_packing`` with transformers >= 4.53."""
+    spec = importlib.util.find_spec("llamafactory.hparams.parser")
+    if spec is None or spec.origin is None or version_of("transformers") < Version("4.53"):
+        return False
+    return "Neat packing is incompatible with transformers>=4.53.0" in Path(spec.origin).read_text()
+
+
+llamafactory_neat_packing = pytest.mark.skipif(
+    _llamafactory_refuses_neat_packing(),
+    reason="this LLaMA-Factory (0.9.4) itself refuses neat_packing with transformers >= 4.53 (its own rule, "
+    "in llamafactory.hparams.parser), and installs transformers 4.57",
 )
