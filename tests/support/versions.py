@@ -47,14 +47,39 @@ transformers_4bit_on_cpu = pytest.mark.skipif(
 
 def _llamafactory_refuses_neat_packing() -> bool:
     """LLaMA-Factory 0.9.4's own argument parser refuses ``neat_packing`` with transformers >= 4.53."""
-    spec = importlib.util.find_spec("llamafactory.hparams.parser")
-    if spec is None or spec.origin is None or version_of("transformers") < Version("4.53"):
+    # Without LLaMA-Factory, "llamafactory" is only the namespace of tests/llamafactory (no origin).
+    installed = importlib.util.find_spec("llamafactory")
+    if installed is None or installed.origin is None or version_of("transformers") < Version("4.53"):
         return False
-    return "Neat packing is incompatible with transformers>=4.53.0" in Path(spec.origin).read_text()
+    spec = importlib.util.find_spec("llamafactory.hparams.parser")
+    return (
+        spec is not None
+        and spec.origin is not None
+        and "Neat packing is incompatible with transformers>=4.53.0" in Path(spec.origin).read_text()
+    )
 
 
 llamafactory_neat_packing = pytest.mark.skipif(
     _llamafactory_refuses_neat_packing(),
     reason="this LLaMA-Factory (0.9.4) itself refuses neat_packing with transformers >= 4.53 (its own rule, "
     "in llamafactory.hparams.parser), and installs transformers 4.57",
+)
+
+
+def _trl_sft_takes_images() -> bool:
+    """TRL's SFTTrainer collates image+text records itself (``DataCollatorForVisionLanguageModeling``)."""
+    spec = importlib.util.find_spec("trl.trainer.sft_trainer")
+    return spec is not None and spec.origin is not None and (
+        "class DataCollatorForVisionLanguageModeling" in Path(spec.origin).read_text()
+    )
+
+
+transformers_gemma3 = pytest.mark.skipif(
+    version_of("transformers") < Version("4.50"),
+    reason="transformers 4.46 has no Gemma 3 (Gemma3ForConditionalGeneration came in 4.50)",
+)
+trl_vision_datasets = pytest.mark.skipif(
+    not _trl_sft_takes_images(),
+    reason="TRL 0.16's SFTTrainer has no vision-language data path (an 'images' column and its own vision "
+    "collator, DataCollatorForVisionLanguageModeling, came later): its VLM recipe was a hand-written collator",
 )
