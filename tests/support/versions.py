@@ -66,12 +66,13 @@ llamafactory_neat_packing = pytest.mark.skipif(
 )
 
 
-def _trl_sft_takes_images() -> bool:
-    """TRL's SFTTrainer collates image+text records itself (``DataCollatorForVisionLanguageModeling``)."""
-    spec = importlib.util.find_spec("trl.trainer.sft_trainer")
-    return spec is not None and spec.origin is not None and (
-        "class DataCollatorForVisionLanguageModeling" in Path(spec.origin).read_text()
-    )
+def _source_has(module: str, text: str) -> bool:
+    """``module``'s source file holds ``text`` (a feature read without importing the module)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # a parent package is not installed
+        return False
+    return spec is not None and spec.origin is not None and text in Path(spec.origin).read_text()
 
 
 transformers_gemma3 = pytest.mark.skipif(
@@ -79,7 +80,16 @@ transformers_gemma3 = pytest.mark.skipif(
     reason="transformers 4.46 has no Gemma 3 (Gemma3ForConditionalGeneration came in 4.50)",
 )
 trl_vision_datasets = pytest.mark.skipif(
-    not _trl_sft_takes_images(),
+    # TRL 0.24's SFTTrainer collates image+text records itself; 0.16's does not
+    not _source_has("trl.trainer.sft_trainer", "class DataCollatorForVisionLanguageModeling"),
     reason="TRL 0.16's SFTTrainer has no vision-language data path (an 'images' column and its own vision "
     "collator, DataCollatorForVisionLanguageModeling, came later): its VLM recipe was a hand-written collator",
+)
+qwen2_vl_processor_builds = pytest.mark.skipif(
+    # transformers 4.52+ give Qwen2VLProcessor a video processor, and video processors need torchvision
+    _source_has("transformers.models.qwen2_vl.processing_qwen2_vl", "video_processor")
+    and importlib.util.find_spec("torchvision") is None,
+    reason="this transformers' Qwen2VLProcessor cannot be built without torchvision (4.57 and 5.x): its constructor "
+    "checks its video processor's class, and every video processor needs torchvision, which does not install "
+    "beside the CPU torch used here",
 )
