@@ -19,6 +19,7 @@ from support.noise import assert_near_paper_norm
 from support.tiny import short_run_args
 from support.versions import qwen2_vl_processor_builds, transformers_gemma3, trl_vision_datasets
 from support.vlm import (
+    PLACEHOLDERS_PER_IMAGE,
     TEXT_HIDDEN,
     TinyVLM,
     image_text_records,
@@ -70,7 +71,9 @@ def test_text_tokens_get_the_paper_norm_and_placeholders_none(
     model = tiny.model.train()
     batch = tiny.batch(TEXT_LENGTHS)
     text = text_positions(tiny, batch)
-    assert int((batch["input_ids"] == tiny.placeholder_id).sum()) == 4 * len(TEXT_LENGTHS)
+    assert int((batch["input_ids"] == tiny.placeholder_id).sum()) == PLACEHOLDERS_PER_IMAGE * len(
+        TEXT_LENGTHS
+    )
     min_elements = int(text.sum(1).min()) * TEXT_HIDDEN
 
     handle = attach(model, neftune_alpha=ALPHA)
@@ -169,7 +172,9 @@ def test_sft_trainer_on_images_logs_the_paper_norm_over_text_tokens(
 
     logged = [entry for entry in trainer.state.log_history if "neft/noise_norm" in entry]
     assert len(logged) == len(calls.text_tokens) == 3
-    assert calls.placeholders == [4 * 4] * 3, "every step's 4 records hold one image of 4 placeholders each"
+    assert calls.placeholders == [4 * PLACEHOLDERS_PER_IMAGE] * 3, (
+        "every step's 4 records hold one image of 4 placeholders each"
+    )
     for entry, text_tokens in zip(logged, calls.text_tokens, strict=True):
         assert entry["neft/tokens_noised"] == text_tokens, "placeholders and padding get no noise"
         assert_near_paper_norm([entry["neft/noise_norm"]], ALPHA, rel=0.05, context=entry)

@@ -1,0 +1,121 @@
+"""A real LLaMA-Factory training run (``neft-llamafactory train``'s ``run_train``, in a subprocess, CPU, 3 steps)
+of a tiny local vision-language model on image+text records.
+
+What it proves: through LLaMA-Factory's multimodal data path (its template's mm_plugin expands each image into the
+model's placeholder tokens, its collator builds pixel_values), NEFTune attaches to the language model's embeddings,
+noises the text tokens only (a spy on the embeddings: placeholders and padding get exactly none, every sequence's
+text alpha/sqrt(3)), and logs as ``neft/tokens_noised`` exactly the text tokens the model got. The logged
+``neft/noise_norm`` alone cannot tell: noise spread over placeholders too would measure alpha/sqrt(3) as well.
+
+Qwen2-VL (template ``qwen2_vl``) needs its processor, which transformers 4.57+ cannot build without torchvision
+(see ``support.versions.qwen2_vl_processor_builds``); LLaVA (template ``llava``) runs everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import ROOT
+from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, run, tiny_overrides
+from support.logs import ATTACHED
+from support.noise import assert_near_paper_norm
+from support.versions import qwen2_vl_processor_builds
+from support.vlm import (
+    PLACEHOLDERS_PER_IMAGE,
+    TinyVLM,
+    image_text_records,
+    llava_processor,
+    make_llava,
+    make_qwen2_vl,
+    qwen2_vl_processor,
+    tiny_images,
+)
+
+ALPHA = 5.0
+RECORDS = 16
+
+
+def save_model(make: Callable[[], TinyVLM], processor: Callable[[], Any], folder: Path) -> TinyVLM:
+    tiny = make()
+    tiny.model.save_pretrained(folder)
+    processor().save_pretrained(folder)
+    return tiny
+
+
+def write_dataset(folder: Path) -> None:
+    """LLaMA-Factory's sharegpt format with an ``images`` column: one tiny PNG per record, ``<image>`` marking it."""
+    records = []
+    for index, (image, text) in enumerate(
+        zip(tiny_images(RECORDS), image_text_records(RECORDS), strict=True)
+    ):
+        path = folder / f"image_{index}.png"
+        image.save(path)
+        conversation = [
+            {"from": "human", "value": f"<image>{text['question']}"},
+            {"from": "gpt", "value": text["answer"]},
+        ]
+        records.append({"conversations": conversation, "images": [str(path)]})
+    (folder / "tiny_mm.json").write_text(json.dumps(records))
+    info = {
+        "file_name": "tiny_mm.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "images": "images"},
+    }
+    (folder / "dataset_info.json").write_text(json.dumps({"tiny_mm": info}))
+
+
+@pytest.mark.parametrize(
+    ("make", "processor", "template"),
+    [
+        pytest.param(
+            make_qwen2_vl, qwen2_vl_processor, "qwen2_vl", id="qwen2-vl", marks=qwen2_vl_processor_builds
+        ),
+        pytest.param(make_llava, llava_processor, "llava", id="llava"),
+    ],
+)
+def test_image_text_run_noises_text_tokens_with_the_paper_norm(
+    make: Callable[[], TinyVLM], processor: Callable[[], Any], template: str, tmp_path: Path
+) -> None:
+    model_dir, data_dir, output_dir = tmp_path / "model", tmp_path / "data", tmp_path / "out"
+    data_dir.mkdir()
+    tiny = save_model(make, processor, model_dir)
+    write_dataset(data_dir)
+    overrides = tiny_overrides(
+        model_dir,
+        output_dir,
+        template=template,
+        dataset="tiny_mm",
+        dataset_dir=data_dir,
+        per_device_train_batch_size=4,
+        neftune_alpha=ALPHA,
+    )
+    report = tmp_path / "spy.json"
+    command = [sys.executable, "-m", "support.llamafactory_vlm_spy", str(report), str(tiny.placeholder_id)]
+    result = run(
+        [*command, str(EXAMPLES / "sft_lora_neftune.yaml"), *overrides], cwd=ROOT, output_dir=output_dir
+    )
+    assert result.returncode == 0, result.text[-6000:]
+
+    attached = rf"{re.escape(ATTACHED)} {type(tiny.model).__name__}\.\S*embed_tokens \(alpha={ALPHA}"
+    assert re.search(attached, result.stderr), result.stderr[-3000:]
+    assert_noise_norms(result.metrics, ALPHA, steps=3)  # printed to the console
+    assert_noise_norms(result.history(), ALPHA, steps=3)  # trainer_state.json
+    # What the embeddings gave the model: noise on text tokens only, alpha/sqrt(3) per sequence.
+    calls = json.loads(report.read_text())
+    assert len(calls) == 3
+    for call, entry in zip(calls, result.history(), strict=True):
+        assert call["placeholders"] == 4 * PLACEHOLDERS_PER_IMAGE, (
+            "every record's image is 4 placeholder tokens"
+        )
+        assert entry["neft/tokens_noised"] == call["text_tokens"], "placeholders and padding get no noise"
+        assert call["other_max_abs_noise"] == 0.0, "placeholders and padding get no noise"
+        norms = call["row_noise_norms"]
+        assert_near_paper_norm(norms, ALPHA, rel=0.25, context=call)  # per sequence, 20+ text tokens
+        assert_near_paper_norm([sum(norms) / len(norms)], ALPHA, rel=NORM_TOLERANCE / 2, context=call)
