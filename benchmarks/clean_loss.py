@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from noise_op import median_interval
-from overhead import ALPHA, build, rotated
+from overhead import ALPHA, build, rotated, write_results
 from overhead import SIZES as OVERHEAD_SIZES
 from transformers import PrinterCallback, TrainerCallback
 
@@ -228,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {k: v for k, v in results["sizes"][size_name].items() if k != "per_round_s"}
         print(json.dumps({size_name: summary}, indent=2))
     results["load_average_after"] = os.getloadavg()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.output.with_suffix(".png"))
-    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
+    write_results(results, args.output, plot)
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
-from overhead import ALPHA, ARMS, Arm, rotated
+from overhead import ALPHA, ARMS, Arm, rotated, write_results
 from torch import nn
 
 SEQUENCES = {"padded": 8, "packed16": 16, "packed256": 256}
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         results["layouts"][name] = {"sequences": SEQUENCES[name], **summarise(times, batch)}
         summary = {key: value for key, value in results["layouts"][name].items() if key != "per_round_s"}
         print(json.dumps({name: summary}, indent=2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.output.with_suffix(".png"))
-    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
+    write_results(results, args.output, plot)
     return 0
 
 

@@ -16,6 +16,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -149,6 +150,14 @@ def peak_memory_mb(model, optimizer, batch, device: str) -> float:
     return peak / 2**20
 
 
+def write_results(results: dict, output: Path, plot: Callable[[dict, Path], None]) -> None:
+    """``output`` (JSON) and, beside it, the same name as a PNG drawn by ``plot``."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, output.with_suffix(".png"))
+    print(f"wrote {output} and {output.with_suffix('.png')}")
+
+
 def plot(results: dict, sizes: list[str], path: Path) -> None:
     import matplotlib
 
@@ -199,10 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "one_embedding_tensor_mb": embedding_mb,
         }
         print(json.dumps({size_name: results[size_name]}, indent=2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.sizes, args.output.with_suffix(".png"))
-    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
+    write_results(results, args.output, lambda results, path: plot(results, args.sizes, path))
     return 0
 
 
