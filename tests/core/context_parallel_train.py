@@ -7,7 +7,6 @@ and without ``sequence_group``, and whether packed rows are refused.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch.distributed as dist
 
 from neft_plugins import NEFTuneInputError, hookimpl, neftune
 from neft_plugins.plugins import plugin_manager
+from support.distributed import leave_process_group
 from support.tiny import make_llama
 
 LENGTH, REAL = 16, (5, 16, 11)
@@ -74,14 +74,7 @@ def main() -> None:
         result["packed_refused"] = str(error)
     if rank == 0:
         (output / "context_parallel.json").write_text(json.dumps(result))
-    dist.barrier()
-    dist.destroy_process_group()
-    # torch 2.13's gloo leaves a joinable thread behind, and now and then the interpreter's normal exit aborts
-    # on it ("terminate called without an active exception"), failing torchrun after the work is done and
-    # written. Leave without running C++ static destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Every rank gets identical batches, so any difference in noise comes from the noi
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch.distributed as dist
 
 from neft_plugins import NEFTuneCallback, hookimpl, neftune
 from neft_plugins.plugins import plugin_manager
+from support.distributed import leave_process_group
 from support.tiny import make_llama, make_tokenizer, short_run_args
 
 TEXT = "the quick cat and the slow dog " * 3
@@ -84,14 +84,7 @@ def main() -> None:
     assert dist.get_world_size() == 2
     record = {"norms": collect.norms, "torch_seed": torch.initial_seed(), "wrapper": wrapper}
     (output / f"rank{dist.get_rank()}.json").write_text(json.dumps(record))
-    dist.barrier()
-    dist.destroy_process_group()
-    # torch 2.13's gloo leaves a joinable thread behind, and now and then the interpreter's normal exit aborts
-    # on it ("terminate called without an active exception"), failing torchrun after the work is done and
-    # written. Leave without running C++ static destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_process_group()
 
 
 if __name__ == "__main__":
