@@ -188,11 +188,15 @@ def make_llava(seed: int = 0) -> TinyVLM:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
 
-    def pixels(count: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": torch.randn(count, 3, IMAGE_SIDE, IMAGE_SIDE)}
-
     image_tokens = ("<image>",) * PLACEHOLDERS_PER_IMAGE
-    return TinyVLM("llava", model, specials, "<image>", image_tokens, pixels, lambda _: {})
+    return TinyVLM("llava", model, specials, "<image>", image_tokens, square_images, lambda _: {})
+
+
+def square_images(count: int) -> dict[str, Any]:
+    """Random pixels for ``count`` RGB images of IMAGE_SIDE x IMAGE_SIDE (LLaVA's and Gemma 3's input)."""
+    import torch
+
+    return {"pixel_values": torch.randn(count, 3, IMAGE_SIDE, IMAGE_SIDE)}
 
 
 def make_gemma3(seed: int = 0) -> TinyVLM:
@@ -231,15 +235,12 @@ def make_gemma3(seed: int = 0) -> TinyVLM:
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
 
-    def pixels(count: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": torch.randn(count, 3, IMAGE_SIDE, IMAGE_SIDE)}
-
     def extra(input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         # 1 at image tokens: Gemma 3's training forward needs it for the bidirectional attention over an image.
         return {"token_type_ids": (input_ids == image_id).long()}
 
     image_tokens = ("<start_of_image>", *["<image_soft_token>"] * PLACEHOLDERS_PER_IMAGE, "<end_of_image>")
-    return TinyVLM("gemma3", model, specials, "<image_soft_token>", image_tokens, pixels, extra)
+    return TinyVLM("gemma3", model, specials, "<image_soft_token>", image_tokens, square_images, extra)
 
 
 def without_placeholder_ids(config: Any) -> Any:
