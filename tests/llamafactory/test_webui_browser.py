@@ -8,6 +8,7 @@ Set ``NEFT_SCREENSHOT=path.png`` to keep a screenshot of the option.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -24,8 +25,17 @@ from support.llamafactory_cli import NORM_TOLERANCE, console_script, run_env
 from support.logs import DETACHED, attached_to_llama
 from support.noise import assert_near_paper_norm
 
-psutil = pytest.importorskip("psutil")
-playwright = pytest.importorskip("playwright.sync_api")
+# The nox matrix installs playwright and psutil in the newest LLaMA-Factory cell (0.9.5) only: one real-browser
+# run is enough, and the web UI patch itself is tested in-process on every version (test_webui_patch.py).
+_MISSING = [name for name in ("playwright", "psutil") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    pytest.skip(
+        f"{' and '.join(_MISSING)} not installed: the real-browser test runs in the newest LLaMA-Factory cell "
+        "only (llamafactory 0.9.5, where nox installs playwright); the patch is tested in-process here",
+        allow_module_level=True,
+    )
+
+import psutil  # noqa: E402
 
 CHROMIUM = os.environ.get("NEFT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
