@@ -82,9 +82,8 @@ def llamafactory(session: nox.Session, version: str) -> None:
     """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama; on the newest version
     also LLaMA Board in a headless chromium (Debian's, installed by tests/llamafactory/install_chromium.sh)."""
     browser = version == NEWEST_LLAMAFACTORY
-    _install(
-        session, f"llamafactory=={version}", ".[test,qlora]", *(["playwright", "psutil"] if browser else [])
-    )
+    browser_packages = ["playwright", "psutil"] if browser else []
+    _install(session, *LLAMAFACTORY_VERSIONS[version], ".[test,qlora]", *browser_packages)
     # The registry's torchvision/torchaudio do not load beside the CPU torch; LLaMA-Factory imports
     # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
