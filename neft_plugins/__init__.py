@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, NEFTuneInputError, attach, neftune
-from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.attach import NEFTuneHandle, attach, neftune
+from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig
+from neft_plugins.errors import (
+    NEFTuneAttachError,
+    NEFTuneConfigError,
+    NEFTuneConflictError,
+    NEFTuneError,
+    NEFTuneInputError,
+    NEFTunePluginError,
+)
 from neft_plugins.hookspecs import hookimpl, hookspec
 from neft_plugins.noise import SCOPES
 from neft_plugins.plugins import distributions, schedules
@@ -26,8 +34,10 @@ __all__ = [
     "NEFTuneConfig",
     "NEFTuneConfigError",
     "NEFTuneConflictError",
+    "NEFTuneError",
     "NEFTuneHandle",
     "NEFTuneInputError",
+    "NEFTunePluginError",
     "NoiseRecord",
     "attach",
     "distributions",

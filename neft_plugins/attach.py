@@ -1,25 +1,26 @@
-"""Attaching NEFTune to a model: find the token embeddings, read each call's batch, add the noise."""
+"""Attaching NEFTune to a model: read each training pass's batch at the token embeddings, and add the noise
+where the model's first block receives them."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
 import logging
-import math
 import os
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from neft_plugins.config import (
-    NEFTuneConfig,
+from neft_plugins.config import NEFTuneConfig, as_config, check_no_double_noise
+from neft_plugins.errors import (
+    NEFTuneAttachError,
     NEFTuneConfigError,
     NEFTuneConflictError,
-    as_config,
-    check_no_double_noise,
+    NEFTuneInputError,
 )
 from neft_plugins.noise import (
     noise_dtype,
@@ -32,113 +33,44 @@ from neft_plugins.noise import (
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 from neft_plugins.record import NoiseRecord
 from neft_plugins.stats import NoiseStats
+from neft_plugins.structure import (
+    base_model,
+    check_no_layer_drop,
+    find_encoder,
+    find_first_block,
+    find_input_embeddings,
+    module_path,
+    placeholder_token_ids,
+    unwrap_model,
+)
 
 logger = logging.getLogger("neft_plugins")
 
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
-
-# Families whose forward multiplies the embedding module's output by sqrt(hidden_size) outside the module:
-# Gemma, Gemma 2 and VaultGemma before transformers 5 (from 5 the scale is inside, `embed_scale`), and
-# RecurrentGemma on every version.
-SCALED_AFTER_EMBEDDING = ("gemma", "gemma2", "vaultgemma", "recurrent_gemma")
-
-# Config attributes that hold a multimodal model's placeholder token ids (transformers 4.x used "_index").
-PLACEHOLDER_KEYS = tuple(
-    f"{kind}_token_{suffix}" for kind in ("image", "video", "audio") for suffix in ("id", "index")
-)
-# Sub-configs whose presence makes a model multimodal.
-MEDIA_CONFIGS = ("vision_config", "audio_config", "video_config")
+# Noised first-block inputs kept for activation checkpointing's recompute; more means no backward came.
+MAX_REPLAYS = 64
 
 _attached: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
 
 
-class NEFTuneAttachError(RuntimeError):
-    """The model offers nothing NEFTune can attach to."""
+@dataclass(frozen=True)
+class NoisePlan:
+    """What the embedding hook read from a training pass's batch, for the first block to apply."""
+
+    segments: torch.Tensor  # [B, L] sequence ids, 0 = no sequence
+    noised: torch.Tensor  # [B, L] positions that get noise
+    counts: torch.Tensor  # L_s per segment, as segment_token_counts gives it
+    transposed: bool  # the model runs its sequence layout as [L, B] (XLNet)
 
 
-class NEFTuneInputError(RuntimeError):
-    """A training forward pass brought something NEFTune cannot noise correctly."""
+@dataclass(frozen=True)
+class Replay:
+    """The noise one first-block pass received, for activation checkpointing to recompute it exactly."""
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip torch.compile and distributed wrappers down to the model that owns the embeddings."""
-    while True:
-        compiled = getattr(model, "_orig_mod", None)
-        wrapped = getattr(model, "module", None) if not hasattr(model, "get_input_embeddings") else None
-        inner = compiled if isinstance(compiled, nn.Module) else wrapped
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
-    """The token embedding module (text tokens only for multimodal models) and its path, through
-    DDP/FSDP/DeepSpeed/torch.compile wrappers and PEFT models."""
-    inner = unwrap_model(model)
-    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    get_embeddings = getattr(base, "get_input_embeddings", None)
-    embeddings = None
-    if callable(get_embeddings):
-        with contextlib.suppress(NotImplementedError):
-            embeddings = get_embeddings()
-    if not isinstance(embeddings, nn.Module):
-        raise NEFTuneAttachError(
-            f"{type(base).__name__} has no input embeddings: get_input_embeddings() "
-            f"{'is missing' if get_embeddings is None else f'returned {embeddings!r}'}. NEFTune noises the "
-            "output of the token embedding module; pass the language model itself, or implement "
-            "get_input_embeddings() on it."
-        )
-    path = next((name for name, module in base.named_modules() if module is embeddings), "")
-    return embeddings, f"{type(base).__name__}.{path}" if path else type(base).__name__
-
-
-def scale_after_embeddings(model: nn.Module, embeddings: nn.Module) -> float:
-    """The factor the model applies to the embedding module's output before its first layer (usually 1).
-
-    Noise is divided by it, so that the first layer receives ``alpha / sqrt(L * d)`` noise on every
-    transformers version, wherever the model puts its embedding scale.
-    """
-    if hasattr(embeddings, "embed_scale"):
-        return 1.0
-    config = getattr(unwrap_model(model), "config", None)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(text_config, "model_type", None) in SCALED_AFTER_EMBEDDING:
-        return math.sqrt(text_config.hidden_size)
-    return 1.0
-
-
-def model_config(model: nn.Module) -> Any:
-    inner = unwrap_model(model)
-    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    return getattr(base, "config", None)
-
-
-def placeholder_token_ids(model: nn.Module) -> tuple[int, ...]:
-    """The image/video/audio placeholder ids of a multimodal model (their embeddings are replaced by the media
-    features, so noise there never reaches the model); () for a text-only model.
-
-    Raises ``NEFTuneAttachError`` for a multimodal model whose placeholder ids cannot be read, rather than
-    guess and let the placeholders dilute every sequence's noise.
-    """
-    config = model_config(model)
-    ids = {getattr(config, key) for key in PLACEHOLDER_KEYS if isinstance(getattr(config, key, None), int)}
-    media = [key for key in MEDIA_CONFIGS if getattr(config, key, None) is not None]
-    if media and not ids:
-        raise NEFTuneAttachError(
-            f"{type(config).__name__} is multimodal ({', '.join(media)}) but names no placeholder token id "
-            f"({', '.join(PLACEHOLDER_KEYS)}): NEFTune cannot tell text from media positions, whose noise the "
-            "media features overwrite. Set the id on the config, or attach to the language model alone."
-        )
-    return tuple(sorted(ids))
-
-
-def find_encoder(model: nn.Module) -> nn.Module | None:
-    """The encoder of an encoder-decoder model (T5, BART, ...); None for a decoder-only model."""
-    inner = unwrap_model(model)
-    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    if not getattr(model_config(model), "is_encoder_decoder", False) or not hasattr(base, "get_encoder"):
-        return None
-    return base.get_encoder()
+    data_ptr: int
+    shape: torch.Size
+    dtype: torch.dtype
+    noise: torch.Tensor
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -148,7 +80,13 @@ def distributed_rank() -> tuple[int, int]:
 
 
 class NEFTuneHandle:
-    """One attachment of NEFTune to one model. ``detach()`` removes every trace of it."""
+    """One attachment of NEFTune to one model. ``detach()`` removes every trace of it.
+
+    The embedding hook reads, on a training pass, which positions get noise and how much (a ``NoisePlan``);
+    the first block's pre-hook adds it to the hidden states that block receives, after whatever the model does
+    between the two. A model with no stack of blocks, and ``neftune_length: padded`` (transformers' built-in,
+    placement included), get the noise at the embedding module's output instead.
+    """
 
     def __init__(
         self,
@@ -167,10 +105,12 @@ class NEFTuneHandle:
         # Encoder-decoders: the embedding module the encoder really runs (T5 on transformers 5 runs its own
         # `embed_tokens`, not the `shared` module get_input_embeddings() returns).
         self.embeddings, self.embeddings_path = find_input_embeddings(self.encoder or model)
+        if isinstance(self.embeddings, (nn.ModuleList, nn.ModuleDict)):
+            raise NEFTuneAttachError(
+                f"{self.embeddings_path} is a {type(self.embeddings).__name__} of several embeddings (one per "
+                "codebook), not one token embedding: NEFTune cannot tell which of them carries the text."
+            )
         self.placeholder_ids = placeholder_token_ids(model)
-        # The padded length reproduces the built-in, which adds its noise at the module's output, as is.
-        padded = config.neftune_length == "padded"
-        self.scale_after = 1.0 if padded else scale_after_embeddings(model, self.embeddings)
         check_no_double_noise(
             {
                 "neftune_alpha": config.neftune_alpha,
@@ -181,12 +121,25 @@ class NEFTuneHandle:
             raise NEFTuneConflictError(
                 f"NEFTune is already attached to {self.embeddings_path}; detach it before attaching again"
             )
+        stack_root = self.encoder or base_model(model)
+        self.first_block = (
+            None if config.neftune_length == "padded" else find_first_block(stack_root, self.embeddings)
+        )
+        if self.first_block is not None:
+            check_no_layer_drop(model)
+        self.noise_site = (
+            f"the input of {module_path(stack_root, self.first_block)}"
+            if self.first_block is not None
+            else f"the output of {self.embeddings_path}"
+        )
         self.alpha = config.neftune_alpha
         self.stats = NoiseStats(self)
         self._sample = distributions()[config.neftune_distribution]
         self._schedule = schedules()[config.neftune_schedule]
         # Each model call in progress: its inputs by name, and the embedding runs counted when it began.
         self._calls: list[tuple[dict[str, Any], int]] = []
+        self._plan: NoisePlan | None = None  # read at the embeddings, not yet applied at the first block
+        self._replays: list[Replay] = []
         self._encoder_depth = 0
         self._embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
         self._warned_bypass = False
@@ -197,12 +150,18 @@ class NEFTuneHandle:
         self._pending_rng_state: torch.Tensor | None = None
         self._plugins = plugin_manager()
         self._plugins.register(self.stats)
+        # Eager even inside torch.compile: observers and schedules must not become graph guards.
         self._hooks = [
             model.register_forward_pre_hook(self._enter_call, with_kwargs=True),
             model.register_forward_hook(self._leave_call, always_call=True),
-            # Eager even inside torch.compile: observers and schedules must not become graph guards.
-            self.embeddings.register_forward_hook(torch.compiler.disable(self._noise_hook)),
+            self.embeddings.register_forward_hook(torch.compiler.disable(self._embedding_hook)),
         ]
+        if self.first_block is not None:
+            self._hooks.append(
+                self.first_block.register_forward_pre_hook(
+                    torch.compiler.disable(self._first_block_hook), with_kwargs=True
+                )
+            )
         if self.encoder is not None:
             # Only the encoder's pass is noised: on transformers 4.x the decoder runs the same (shared) module.
             self._hooks += [
@@ -213,7 +172,7 @@ class NEFTuneHandle:
         settings = ", ".join(
             f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
         )
-        logger.warning("neft_plugins: attached NEFTune to %s (%s)", self.embeddings_path, settings)
+        logger.warning("neft_plugins: attached NEFTune at %s (%s)", self.noise_site, settings)
 
     def detach(self) -> None:
         if not self._hooks:
@@ -222,12 +181,15 @@ class NEFTuneHandle:
             hook.remove()
         self._hooks = []
         self._calls.clear()
+        self._plan = None
+        self._replays.clear()
         self._plugins.unregister(self.stats)
         _attached.pop(self.embeddings, None)
-        logger.warning("neft_plugins: detached NEFTune from %s", self.embeddings_path)
+        logger.warning("neft_plugins: detached NEFTune from %s", self.noise_site)
 
     def set_step(self, step: int, total_steps: int) -> float:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
+        self._replays.clear()  # the last step's backward passes are done
         self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
         return self.alpha
 
@@ -264,12 +226,24 @@ class NEFTuneHandle:
         # Every input, by name: segment readers (plugins included) pick what they understand.
         call = dict(kwargs)
         call.update(zip(self._positional, args, strict=False))
+        if not self._calls:
+            self._plan = None
         self._calls.append((call, self._embedding_runs))
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self._calls:
             return
         _, runs_before = self._calls.pop()
+        if self._calls:
+            return
+        plan, self._plan = self._plan, None
+        if plan is not None and output is not None:
+            raise NEFTuneInputError(
+                f"{type(module).__name__}: a training pass ran {self.embeddings_path} but not "
+                f"{self.noise_site.removeprefix('the input of ')}, where NEFTune adds its noise, so it got none. "
+                "The model routes its embeddings around its first block; attach to a model whose blocks run in "
+                "order, or report the model to neft-plugins."
+            )
         trained = module.training and torch.is_grad_enabled() and self.alpha > 0
         if trained and self._embedding_runs == runs_before and not self._warned_bypass:
             self._warned_bypass = True
@@ -287,7 +261,7 @@ class NEFTuneHandle:
     def _leave_encoder(self, module: nn.Module, args: tuple, output: Any) -> None:
         self._encoder_depth -= 1
 
-    def _noise_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
+    def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if self.alpha <= 0 or not (module.training and torch.is_grad_enabled()):
             return None
         if self.encoder is not None and self._encoder_depth == 0:
@@ -300,10 +274,63 @@ class NEFTuneHandle:
                 "Attach to a model whose get_input_embeddings() is the token embedding module."
             )
         call = self._calls[-1][0] if self._calls else {}
-        batch_shape = (output.shape[0], output.shape[1])
-        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(
-            output.device
+        transposed = self._transposed(call, args)
+        embedded = output.transpose(0, 1) if transposed else output
+        plan = self._read_plan(call, (embedded.shape[0], embedded.shape[1]), embedded.device, transposed)
+        if self.config.neftune_length == "padded":
+            return output + self._padded_noise(output, embedded, plan)
+        if self.first_block is None:
+            return self._add_noise(output, plan)
+        self._plan = plan
+        return None
+
+    def _first_block_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        hidden, rebuild = _hidden_states(args, kwargs)
+        if self._plan is not None:
+            plan, self._plan = self._plan, None
+            if hidden is None:
+                raise NEFTuneInputError(
+                    f"{self.noise_site.removeprefix('the input of ')} was called without a hidden-states "
+                    "tensor, so NEFTune has nothing to add its noise to."
+                )
+            noised = self._add_noise(hidden, plan)
+            if _may_recompute(module):
+                self._keep_for_recompute(hidden, noised - hidden)
+            return rebuild(noised)
+        if hidden is not None and self._replays and torch._C._current_graph_task_id() != -1:
+            noise = self._replay_for(hidden)
+            if noise is not None:
+                return rebuild(hidden + noise)
+        return None
+
+    def _transposed(self, call: Mapping[str, Any], args: tuple) -> bool:
+        """Whether the model embeds its ids as ``[L, B]`` (XLNet); refuses ids the model re-laid otherwise."""
+        input_ids, embedded_ids = call.get("input_ids"), args[0] if args else None
+        if not isinstance(input_ids, torch.Tensor) or not isinstance(embedded_ids, torch.Tensor):
+            return False
+        if input_ids.dim() != 2 or embedded_ids is input_ids:
+            return False
+        rows, length = input_ids.shape
+        if embedded_ids.shape == input_ids.shape:
+            # A square batch cannot tell a transposed layout by shape (the only case that syncs).
+            return (
+                rows == length
+                and torch.equal(embedded_ids, input_ids.T)
+                and not torch.equal(embedded_ids, input_ids)
+            )
+        if embedded_ids.shape == (length, rows):
+            return True
+        raise NEFTuneInputError(
+            f"{self.embeddings_path} embedded token ids of shape {tuple(embedded_ids.shape)} for input_ids of "
+            f"shape {tuple(input_ids.shape)}: the model adds or removes tokens before its embeddings (CPM-Ant "
+            "prepends prompt tokens), so NEFTune cannot line the batch's masks up with them. Refusing rather than "
+            "noise the wrong positions."
         )
+
+    def _read_plan(
+        self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device, transposed: bool
+    ) -> NoisePlan:
+        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(device)
         segments = segments * self._text_positions(call, batch_shape, segments.device)
         labels = call.get("labels")
         # An encoder-decoder's labels are the decoder's: they say nothing about the encoder's positions.
@@ -315,26 +342,66 @@ class NEFTuneHandle:
             noised = scope_mask(segments, labels, self.config.neftune_scope)
         except ValueError as error:
             raise NEFTuneInputError(str(error)) from error
-        generator = self._generator_for(output.device)
-        if self.config.neftune_length == "padded":
-            magnitude = padded_magnitude(self.alpha, output.shape[1], output.shape[2])
-            noise = self._sample(torch.empty_like(output), magnitude, generator)
-            measured, tokens = segments > 0, segments.new_tensor(segments.numel())
-        else:
-            scale = per_token_scale(
-                segments, noised, self.alpha, output.shape[2], self._token_counts(segments, noised)
+        counts = self._token_counts(segments, noised) if self.config.neftune_length == "sequence" else None
+        return NoisePlan(segments, noised, counts, transposed)
+
+    def _add_noise(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
+        """``hidden`` plus ``alpha / sqrt(L_s * d)`` noise per sequence (d: ``hidden``'s width), recorded."""
+        received = hidden.transpose(0, 1) if plan.transposed else hidden
+        if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
+            raise NEFTuneInputError(
+                f"{self.noise_site.removeprefix('the input of ')} received hidden states of shape "
+                f"{tuple(hidden.shape)} for a batch of {tuple(plan.segments.shape)} tokens: the model inserts, "
+                "removes or re-lays positions between its embeddings and its first block, so NEFTune cannot line "
+                "the batch's masks up with them. Refusing rather than noise the wrong positions."
             )
-            buffer = torch.empty(output.shape, dtype=noise_dtype(output), device=output.device)
-            noise = self._sample(buffer, 1.0, generator)
-            noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
-            measured, tokens = noised, noised.sum()
-        # Measured as the first layer receives them; the noise is added before the model's own scale.
-        clean = output if self.scale_after == 1.0 else output * self.scale_after
+        scale = per_token_scale(plan.segments, plan.noised, self.alpha, received.shape[2], plan.counts)
+        buffer = torch.empty(received.shape, dtype=noise_dtype(received), device=received.device)
+        noise = self._sample(buffer, 1.0, self._generator_for(received.device))
+        noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
+        self._observe(received, noise, plan.segments, plan.noised, plan.noised.sum())
+        noise = noise.to(hidden.dtype)
+        return hidden + (noise.transpose(0, 1) if plan.transposed else noise)
+
+    def _padded_noise(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
+        """transformers' built-in noise, bit for bit: padded length, every position, at the module's output."""
+        magnitude = padded_magnitude(self.alpha, output.shape[1], output.shape[2])
+        noise = self._sample(torch.empty_like(output), magnitude, self._generator_for(output.device))
+        received = noise.transpose(0, 1) if plan.transposed else noise
+        tokens = plan.segments.new_tensor(plan.segments.numel())
+        self._observe(embedded, received, plan.segments, plan.segments > 0, tokens)
+        return noise
+
+    def _observe(
+        self,
+        clean: torch.Tensor,
+        noise: torch.Tensor,
+        segments: torch.Tensor,
+        measured: torch.Tensor,
+        tokens: torch.Tensor,
+    ) -> None:
         record = NoiseRecord.measure(self, self.alpha, clean, noise, segments, measured, tokens)
         self._plugins.hook.neft_observe(record=record)
-        if self.scale_after != 1.0:
-            noise.div_(self.scale_after)
-        return output + noise.to(output.dtype)
+
+    def _keep_for_recompute(self, hidden: torch.Tensor, noise: torch.Tensor) -> None:
+        self._replays.append(Replay(hidden.data_ptr(), hidden.shape, hidden.dtype, noise))
+        del self._replays[:-MAX_REPLAYS]
+
+    def _replay_for(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The noise a checkpointed first block got in its forward pass, now that backward recomputes it."""
+        same = [each for each in self._replays if each.shape == hidden.shape and each.dtype == hidden.dtype]
+        exact = [each for each in same if each.data_ptr == hidden.data_ptr()]
+        if not exact and len(same) > 1:
+            raise NEFTuneInputError(
+                f"activation checkpointing recomputes {self.noise_site.removeprefix('the input of ')} for one of "
+                f"{len(same)} noised passes of the same shape whose inputs were moved (offloaded), and NEFTune "
+                "cannot tell which: run backward after each forward pass, or turn activation offloading off."
+            )
+        chosen = (exact or same or [None])[-1]
+        if chosen is not None:
+            self._replays.remove(chosen)
+            return chosen.noise
+        return None
 
     def _text_positions(
         self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device
@@ -375,6 +442,29 @@ class NEFTuneHandle:
             if self._pending_rng_state is not None:
                 self._generator.set_state(self._pending_rng_state)
         return self._generator
+
+
+def _hidden_states(
+    args: tuple, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor | None, Callable[[torch.Tensor], tuple[tuple, dict]]]:
+    """A block's hidden-states input (``hidden_states=`` or its first tensor argument), and how to call the
+    block with a replacement for it."""
+    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+        return kwargs["hidden_states"], lambda new: (args, {**kwargs, "hidden_states": new})
+    index = next((i for i, arg in enumerate(args) if isinstance(arg, torch.Tensor)), None)
+    if index is None:
+        return None, lambda new: (args, kwargs)
+    return args[index], lambda new: ((*args[:index], new, *args[index + 1 :]), kwargs)
+
+
+def _may_recompute(block: nn.Module) -> bool:
+    """Whether activation checkpointing may run ``block`` again in backward: its forward runs without autograd
+    (reentrant checkpointing, DeepSpeed's, offloading functions) or under saved-tensor hooks (non-reentrant)."""
+    return (
+        not torch.is_grad_enabled()
+        or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+        or bool(getattr(block, "gradient_checkpointing", False))
+    )
 
 
 def _positional_names(model: nn.Module) -> tuple[str, ...]:

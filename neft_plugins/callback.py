@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import inspect
 import logging
 import os
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -52,9 +55,11 @@ class NEFTuneCallback(TrainerCallback):
         self.config = as_config(config, keys)
         check_trainer_hook_points()
         self.handle: NEFTuneHandle | None = None
-        self._guarded: set[int] = set()
-        self._clean_losses: list[torch.Tensor] = []
-        self._guarded_clean_loss: set[int] = set()
+        self._guarded: weakref.WeakSet[Trainer] = weakref.WeakSet()
+        self._measured_clean_loss: weakref.WeakSet[Trainer] = weakref.WeakSet()
+        # (clean, noised) losses of each micro-batch of the last logging step, normalised as the trainer's
+        self._clean_sums: list[torch.Tensor] = []
+        self._clean_pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_init_end(self, args, state, control, **kwargs):
         _check_trainer_args(args, self.config.neftune_alpha)
@@ -125,9 +130,9 @@ class NEFTuneCallback(TrainerCallback):
 
     def _guard(self, trainer: Trainer, method: str) -> None:
         """Detach if ``trainer.<method>`` raises, and put our logs into the trainer's own log calls."""
-        if id(trainer) in self._guarded:
+        if trainer in self._guarded:
             return
-        self._guarded.add(id(trainer))
+        self._guarded.add(trainer)
         trainer.log = self._with_neft_logs(trainer.log)
         setattr(trainer, method, self._detach_on_error(getattr(trainer, method)))
 
@@ -148,16 +153,18 @@ class NEFTuneCallback(TrainerCallback):
         def log_with_neft(logs: dict[str, float], *args: Any, **kwargs: Any) -> Any:
             if self.handle is not None and "loss" in logs:
                 logs.update(self.handle.read_logs())
-                if self._clean_losses:
-                    logs["neft/clean_loss"] = float(torch.stack(self._clean_losses).mean())
-                    self._clean_losses.clear()
+                if self._clean_sums:
+                    logs.update(_clean_loss_logs(self._clean_sums))
+                    self._clean_sums.clear()
             return log(logs, *args, **kwargs)
 
         return log_with_neft
 
     def _measure_clean_loss(self, trainer: Trainer) -> None:
-        """Wrap ``compute_loss`` once to also take, on the micro-batches of each logging step, the same
-        batch's loss with the noise off (a ``no_grad`` forward, which NEFTune never noises)."""
+        """On the micro-batches of each optimizer step that ends with a log, also take the same batch's loss
+        with the noise off (a ``no_grad`` forward, which NEFTune never noises), normalised as the trainer
+        normalises its own: ``neft/clean_loss`` beside ``neft/noised_loss``, the trainer's loss on those same
+        micro-batches."""
         name = next(
             (cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in NOT_LM_LOSS_TRAINERS), None
         )
@@ -169,29 +176,68 @@ class NEFTuneCallback(TrainerCallback):
             )
             logger.warning("neft_plugins: neft/clean_loss is not available here: %s", why)
             return
-        if id(trainer) in self._guarded_clean_loss:
+        if trainer in self._measured_clean_loss:
             return
-        self._guarded_clean_loss.add(id(trainer))
-        compute_loss = trainer.compute_loss
+        self._measured_clean_loss.add(trainer)
+        compute_loss, training_step = trainer.compute_loss, trainer.training_step
 
         @functools.wraps(compute_loss)
         def compute_loss_and_clean_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if self.handle is None or not (
+                model.training and torch.is_grad_enabled() and _logs_next(trainer)
+            ):
+                return compute_loss(model, inputs, *args, **kwargs)
             result = compute_loss(model, inputs, *args, **kwargs)
-            if self.handle is not None and model.training and torch.is_grad_enabled() and _logs_next(trainer):
-                # Normalised as the trainer's own loss is: by the batch's label count when it passes one.
-                items = kwargs.get("num_items_in_batch")
-                loss_kwargs = (
-                    {"num_items_in_batch": items} if items is not None and _takes_loss_kwargs(trainer) else {}
-                )
-                with torch.no_grad():
-                    self._clean_losses.append(model(**inputs, **loss_kwargs).loss.detach().float())
+            # The trainer's own loss, on the same batch with the same normalisation, noise off (no_grad).
+            with torch.no_grad(), _trainer_metrics_kept(trainer):
+                clean = compute_loss(model, inputs, *args, **kwargs)
+            self._clean_pending = (_loss_of(clean).float(), _loss_of(result).detach().float())
             return result
 
+        @functools.wraps(training_step)
+        def training_step_and_clean_loss(*args: Any, **kwargs: Any) -> Any:
+            self._clean_pending = None
+            reported = training_step(*args, **kwargs)
+            if self._clean_pending is not None:
+                clean, noised = self._clean_pending
+                self._clean_pending = None
+                # What training_step does to compute_loss's loss before the trainer adds it to the logged loss
+                # (the division by the accumulation steps, on some versions): the same factor for the clean loss.
+                factor = torch.where(noised != 0, reported.float() / noised, 0.0)
+                self._clean_sums.append(torch.stack([clean * factor, reported.detach().float()]))
+            return reported
+
         trainer.compute_loss = compute_loss_and_clean_loss
+        trainer.training_step = training_step_and_clean_loss
 
 
-def _takes_loss_kwargs(trainer: Trainer) -> bool:
-    return bool(getattr(trainer, "model_accepts_loss_kwargs", False))
+def _loss_of(result: Any) -> torch.Tensor:
+    return result[0] if isinstance(result, tuple) else result
+
+
+@contextlib.contextmanager
+def _trainer_metrics_kept(trainer: Trainer) -> Iterator[None]:
+    """Undo what a ``compute_loss`` call adds to the trainer's own logs (TRL's ``_metrics`` and token counts), so
+    the clean pass leaves them as they were."""
+    numbers = {key: value for key, value in vars(trainer).items() if isinstance(value, (int, float))}
+    metrics = copy.deepcopy(getattr(trainer, "_metrics", None))
+    try:
+        yield
+    finally:
+        vars(trainer).update(numbers)
+        if metrics is not None:
+            trainer._metrics = metrics
+
+
+def _clean_loss_logs(per_micro_batch: list[torch.Tensor]) -> dict[str, float]:
+    """The step's clean and noised losses: summed over its micro-batches as the trainer sums its loss, then
+    averaged over the processes as the trainer averages its logged loss."""
+    total = torch.stack(per_micro_batch).sum(0)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+        total /= torch.distributed.get_world_size()
+    clean, noised = total.tolist()
+    return {"neft/clean_loss": clean, "neft/noised_loss": noised}
 
 
 def _logs_next(trainer: Trainer) -> bool:

@@ -9,19 +9,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from neft_plugins.errors import NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.noise import SCOPES
 
 LENGTHS = ("sequence", "padded")
 # The frameworks' own NEFTune keys: transformers' built-in, and Axolotl's deprecated alias of it.
 BUILTIN_KEYS = ("neftune_noise_alpha", "noisy_embedding_alpha")
-
-
-class NEFTuneConfigError(ValueError):
-    """A ``neftune_*`` value that cannot be used; the message names the key, the value and what is allowed."""
-
-
-class NEFTuneConflictError(RuntimeError):
-    """NEFTune would be applied twice, by us and by a framework's built-in key."""
 
 
 @dataclass(frozen=True)

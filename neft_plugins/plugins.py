@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 
 import pluggy
 
 from neft_plugins import hookspecs
 from neft_plugins.builtins import BUILTIN_PLUGINS
+from neft_plugins.errors import NEFTunePluginError
 from neft_plugins.hookspecs import AlphaSchedule, NoiseSampler
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, but a hook implementation that matches no spec is an error when it registers."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        unknown = [caller.name for caller in self.get_hookcallers(plugin) or [] if not caller.has_spec()]
+        if unknown:
+            self.unregister(plugin)
+            specs = [name for name in vars(hookspecs.NeftHookSpecs) if name.startswith("neft_")]
+            hints = "; ".join(
+                f"{hook!r}"
+                + "".join(
+                    f" (did you mean {match!r}?)" for match in difflib.get_close_matches(hook, specs, 1)
+                )
+                for hook in unknown
+            )
+            raise NEFTunePluginError(
+                f"plugin {name or getattr(plugin, '__name__', type(plugin).__name__)} implements {hints}, which "
+                f"no neft_plugins hook spec declares, so it would never run. The specs: {', '.join(specs)}."
+            )
+        return registered
 
 
 @functools.cache
 def plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager = PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs.NeftHookSpecs)
     for plugin in BUILTIN_PLUGINS:
         manager.register(plugin, name=f"builtin:{type(plugin).__name__}")

@@ -37,5 +37,8 @@ class NoiseStats:
         if sequences:
             logs["neft/noise_norm"] = float(self._noise_norm_sum) / sequences
             logs["neft/embed_norm"] = float(self._embed_norm_sum) / sequences
+            # How strong the noise is for this model: Gemma's embeddings are sqrt(d) larger than Llama's.
+            if logs["neft/embed_norm"] > 0:
+                logs["neft/noise_to_embed"] = logs["neft/noise_norm"] / logs["neft/embed_norm"]
         self._reset()
         return logs

@@ -7,18 +7,15 @@ import torch
 
 from neft_plugins import NEFTuneAttachError, NEFTuneConflictError, NEFTuneInputError, attach, neftune
 from neft_plugins.attach import find_input_embeddings
+from support.blocks import first_block_input
 from support.tiny import make_llama, make_lora
 
 
 def training_embeddings(model, wrapper=None, **inputs):
-    """The embedding output of one training forward pass through ``wrapper`` (default: the model)."""
-    captured = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda m, a, o: captured.append(o.detach()))
-    try:
-        (wrapper or model)(**inputs)
-    finally:
-        hook.remove()
-    return captured[0]
+    """What the first decoder layer receives in one training forward pass through ``wrapper`` (default: the
+    model): a Llama's token embeddings, plus the noise."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return first_block_input(base.model.layers[0], lambda: (wrapper or model)(**inputs))
 
 
 def module_traces(model):
@@ -55,7 +52,7 @@ def test_detach_leaves_no_hook_attribute_or_buffer():
     with neftune(model, neftune_alpha=5, neftune_seed=3):
         model(input_ids=torch.randint(4, 60, (2, 8)))
         assert module_traces(model) != before
-        assert len(neft_traces(model)) == 3
+        assert len(neft_traces(model)) == 4  # model pre/post, embeddings, first block
     assert module_traces(model) == before
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
 

@@ -55,11 +55,12 @@ def test_only_the_encoder_input_gets_the_paper_noise():
     batch["labels"] = tokenizer(["dog bird", "red green blue"], padding=True, return_tensors="pt")[
         "input_ids"
     ]
-    encoder_in, decoder_in = stack_inputs(model, "encoder"), stack_inputs(model, "decoder")
-    with torch.no_grad():
-        model(**batch)
     handle = attach(model, neftune_alpha=ALPHA)
     try:
+        # Hooked after NEFTune, so they see what the blocks receive; a no_grad pass is never noised.
+        encoder_in, decoder_in = stack_inputs(model, "encoder"), stack_inputs(model, "decoder")
+        with torch.no_grad():
+            model(**batch)
         model(**batch).loss.backward()
         logs = handle.read_logs()
     finally:
@@ -107,10 +108,7 @@ def test_seq2seq_trainer_noises_each_instruction(tmp_path, caplog):
     )
     with caplog.at_level(logging.WARNING, logger="neft_plugins"):
         trainer.train()
-    assert "attached NEFTune to T5Stack.embed_tokens" in caplog.text, "the encoder's embedding module"
+    assert "attached NEFTune at the input of T5Stack.block.0" in caplog.text, "the encoder's first block"
     logged = [entry for entry in trainer.state.log_history if "neft/noise_norm" in entry]
     assert len(logged) == 3
     assert_near_paper_norm([entry["neft/noise_norm"] for entry in logged], ALPHA, rel=0.05)
-    assert (
-        "T5ForConditionalGeneration.encoder.embed_tokens" in str(trainer.callback_handler.callbacks) or True
-    )

@@ -113,6 +113,27 @@ def test_clean_loss_is_the_same_batch_without_noise(tmp_path):
     assert all(entry["neft/clean_loss"] != entry["loss"] for entry in logged)
 
 
+@pytest.mark.parametrize(("accumulation", "logging_steps"), [(1, 1), (2, 1), (4, 1), (2, 3)])
+def test_clean_loss_is_normalised_as_the_logged_loss(tmp_path, accumulation, logging_steps):
+    """lr 0 and negligible noise: the clean loss equals the trainer's loss on the same micro-batches to float
+    precision, under gradient accumulation (each micro-batch normalised by the whole step's label count, then
+    summed); with one step per log that is the logged loss itself."""
+    logged, _, _ = sft_run(
+        tmp_path,
+        [NEFTuneCallback(neftune_alpha=1e-10, neftune_clean_loss=True)],
+        learning_rate=0.0,
+        max_steps=6,
+        gradient_accumulation_steps=accumulation,
+        logging_steps=logging_steps,
+        per_device_train_batch_size=2,
+    )
+    assert len(logged) == 6 // logging_steps
+    for entry in logged:
+        assert entry["neft/clean_loss"] == pytest.approx(entry["neft/noised_loss"], rel=1e-6), entry
+        if logging_steps == 1:
+            assert entry["neft/clean_loss"] == pytest.approx(entry["loss"], abs=1e-4), entry  # 4.x rounds it
+
+
 def test_clean_loss_costs_one_forward_per_log(tmp_path):
     callback = NEFTuneCallback(neftune_alpha=5, neftune_clean_loss=True)
     logged, calls, _ = sft_run(tmp_path, [callback], logging_steps=2)

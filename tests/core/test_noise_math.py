@@ -15,6 +15,7 @@ from neft_plugins.noise import (
     segments_from_row_values,
 )
 from neft_plugins.plugins import plugin_manager
+from support.blocks import first_block_input
 from support.noise import assert_near_paper_norm, paper_norm
 from support.tiny import make_llama
 
@@ -113,16 +114,11 @@ def test_nothing_means_every_token_is_real():
 
 
 def noised_embeddings(model, input_ids, **inputs):
-    """Run a training forward pass and return (clean, noised) embeddings of it."""
-    captured = {}
-    embeddings = model.get_input_embeddings()
-    hook = embeddings.register_forward_hook(lambda module, args, output: captured.update(out=output))
-    try:
-        model(input_ids=input_ids, **inputs)
-    finally:
-        hook.remove()
+    """Run a training forward pass and return (clean, noised) inputs of the first decoder layer (a Llama's
+    are its token embeddings)."""
+    noised = first_block_input(model.model.layers[0], lambda: model(input_ids=input_ids, **inputs))
     with torch.no_grad():
-        return embeddings(input_ids), captured["out"].detach()
+        return model.get_input_embeddings()(input_ids), noised
 
 
 def test_padded_batch_noise_norm_per_sequence(recorder, assert_noise_norms):

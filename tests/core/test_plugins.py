@@ -6,8 +6,9 @@ import textwrap
 import pytest
 import torch
 
-from neft_plugins import NEFTuneConfig, NEFTuneConfigError, neftune
+from neft_plugins import NEFTuneConfig, NEFTuneConfigError, NEFTunePluginError, hookimpl, neftune
 from neft_plugins.plugins import distributions, plugin_manager, schedules
+from support.blocks import first_block_input
 from support.tiny import make_llama
 
 PLUGIN_SOURCE = '''
@@ -58,15 +59,10 @@ def test_entry_point_plugin_is_selected_by_name(installed_plugin):
     input_ids = torch.randint(4, 60, (1, 16))
     with neftune(model, config) as handle:
         assert handle.set_step(1, 10) == 2.0
-        captured = []
-        hook = model.get_input_embeddings().register_forward_hook(lambda m, a, o: captured.append(o.detach()))
-        try:
-            model(input_ids=input_ids)
-        finally:
-            hook.remove()
+        noised = first_block_input(model.model.layers[0], lambda: model(input_ids=input_ids))
     with torch.no_grad():
         clean = model.get_input_embeddings()(input_ids)
-    noise = captured[0] - clean
+    noise = noised - clean
     expected = 2.0 / (16 * 64) ** 0.5
     assert torch.allclose(noise.abs(), torch.full_like(noise, expected), rtol=1e-4)
 
@@ -84,3 +80,38 @@ def test_builtin_schedules(schedule, expected):
     model = make_llama()
     with neftune(model, neftune_alpha=5, neftune_schedule=schedule) as handle:
         assert [pytest.approx(handle.set_step(step, 10)) for step in (0, 5, 10)] == expected
+
+
+class MisspeltDistribution:
+    @hookimpl
+    def neft_distribution(self):  # the spec is neft_distributions
+        return {"spike": None}
+
+
+def test_a_hook_that_matches_no_spec_is_an_error_at_registration():
+    manager = plugin_manager()
+    with pytest.raises(
+        NEFTunePluginError, match=r"implements 'neft_distribution' \(did you mean 'neft_distributions'\?\)"
+    ):
+        manager.register(MisspeltDistribution(), name="misspelt")
+    assert not manager.has_plugin("misspelt"), "the refused plugin is not left registered"
+
+
+def test_a_misspelt_entry_point_plugin_is_an_error_when_plugins_load(tmp_path, monkeypatch):
+    (tmp_path / "misspelt_plugin.py").write_text(
+        "from neft_plugins import hookimpl\n\n@hookimpl\ndef neft_schedule():\n    return {}\n"
+    )
+    dist_info = tmp_path / "misspelt_plugin-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: misspelt-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[neft_plugins]\nmisspelt = misspelt_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_manager.cache_clear()
+    try:
+        with pytest.raises(
+            NEFTunePluginError, match=r"misspelt.*'neft_schedule' \(did you mean 'neft_schedules'\?\)"
+        ):
+            plugin_manager()
+    finally:
+        sys.modules.pop("misspelt_plugin", None)
+        plugin_manager.cache_clear()

@@ -15,6 +15,7 @@ from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, neftune
 from neft_plugins.callback import STATE_FILE
+from support.blocks import first_block_inputs
 from support.env import subprocess_env
 from support.noise import assert_near_paper_norm, paper_norm
 from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
@@ -144,17 +145,20 @@ def test_resume_continues_the_noise_exactly(tmp_path, caplog):
 
 
 def captured_noise_run(model, inputs, trainable):
-    """One seeded training step; returns (gradients, the exact noise that was added)."""
-    added = {}
+    """One seeded training step; returns (gradients, the exact noise that was added), and checks that a
+    recompute in backward (transformers 4.x checkpoints the layer's hooks too; 5.x only its forward) received
+    the same noise as the forward pass."""
     embeddings = model.get_input_embeddings()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with neftune(model, neftune_alpha=15, neftune_seed=1):
-        hook = embeddings.register_forward_hook(lambda m, a, out: added.update(noisy=out.detach().clone()))
-        try:
-            model(**inputs).loss.backward()
-        finally:
-            hook.remove()
+        forward, *recomputed = first_block_inputs(
+            base.model.layers[0], lambda: model(**inputs).loss.backward()
+        )
+    assert all(torch.equal(forward, each) for each in recomputed), (
+        "the first block was recomputed with other noise"
+    )
     with torch.no_grad():
-        noise = added["noisy"] - embeddings(inputs["input_ids"])
+        noise = forward - embeddings(inputs["input_ids"])
     return {name: p.grad.clone() for name, p in trainable(model)}, noise
 
 

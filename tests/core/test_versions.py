@@ -73,6 +73,27 @@ def test_gemma_first_layer_gets_the_paper_noise_and_the_logs_say_so():
     clean_norms = [clean[row, :length].float().norm() for row, length in enumerate(lengths)]
     assert logs["neft/noise_norm"] == pytest.approx(float(sum(per_sequence)) / 2, rel=1e-3)
     assert logs["neft/embed_norm"] == pytest.approx(float(sum(clean_norms)) / 2, rel=1e-3)
+    assert logs["neft/noise_to_embed"] == pytest.approx(logs["neft/noise_norm"] / logs["neft/embed_norm"])
+
+
+def test_the_same_alpha_is_sqrt_d_weaker_relative_to_gemmas_embeddings():
+    """Gemma multiplies its token embeddings by sqrt(d) before the first layer, Llama does not: with the same
+    embedding weights and alpha, neft/noise_to_embed is sqrt(d) = 16x smaller for Gemma."""
+    from support.tiny import make_llama
+
+    gemma = tiny_gemma().train()
+    llama = make_llama(hidden_size=256, vocab_size=64, layers=1).train()
+    llama.get_input_embeddings().weight.data.copy_(gemma.get_input_embeddings().weight.data)
+    input_ids = torch.randint(1, 64, (8, 40))
+    ratios = []
+    for model in (llama, gemma):
+        handle = attach(model, neftune_alpha=ALPHA, neftune_seed=0)
+        try:
+            model(input_ids=input_ids)
+            ratios.append(handle.read_logs()["neft/noise_to_embed"])
+        finally:
+            handle.detach()
+    assert ratios[0] / ratios[1] == pytest.approx(256**0.5, rel=0.01)
 
 
 def test_installed_versions_are_inside_the_tested_range():

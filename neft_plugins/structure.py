@@ -1,0 +1,151 @@
+"""What a model looks like to NEFTune: its token embeddings, the block they first enter, its media placeholders.
+
+Read from the module tree, not from a list of model families, so that a new architecture is handled the day
+it ships: the noise goes in at the input of the first block of the stack that holds the token embeddings,
+after whatever the model does to its embeddings (a multiplier, a norm, a projection, added positions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from torch import nn
+
+from neft_plugins.errors import NEFTuneAttachError
+
+# Config attributes that hold a multimodal model's placeholder token ids (transformers 4.x used "_index").
+PLACEHOLDER_KEYS = tuple(
+    f"{kind}_token_{suffix}" for kind in ("image", "video", "audio") for suffix in ("id", "index")
+)
+# Sub-configs whose presence makes a model multimodal.
+MEDIA_CONFIGS = ("vision_config", "audio_config", "video_config")
+# Submodule names of media towers: their blocks never receive the token embeddings.
+MEDIA_TOWER_WORDS = ("vision", "visual", "image", "audio", "video", "speech", "vq", "perceiver")
+# Where blocks are kept, most telling first: a Sequential is often a small projection, so it counts only
+# where a model has no ModuleList.
+BLOCK_STACKS = (nn.ModuleList, nn.Sequential)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip torch.compile and distributed wrappers down to the model that owns the embeddings."""
+    while True:
+        compiled = getattr(model, "_orig_mod", None)
+        wrapped = getattr(model, "module", None) if not hasattr(model, "get_input_embeddings") else None
+        inner = compiled if isinstance(compiled, nn.Module) else wrapped
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The model under its wrappers and, for a PEFT model, under the adapters."""
+    inner = unwrap_model(model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
+def model_config(model: nn.Module) -> Any:
+    return getattr(base_model(model), "config", None)
+
+
+def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
+    """The token embedding module (text tokens only for multimodal models) and its path, through
+    DDP/FSDP/DeepSpeed/torch.compile wrappers and PEFT models."""
+    base = base_model(model)
+    get_embeddings = getattr(base, "get_input_embeddings", None)
+    embeddings = None
+    if callable(get_embeddings):
+        with contextlib.suppress(NotImplementedError):
+            embeddings = get_embeddings()
+    if not isinstance(embeddings, nn.Module):
+        raise NEFTuneAttachError(
+            f"{type(base).__name__} has no input embeddings: get_input_embeddings() "
+            f"{'is missing' if get_embeddings is None else f'returned {embeddings!r}'}. NEFTune noises the "
+            "token embeddings; pass the language model itself, or implement get_input_embeddings() on it."
+        )
+    return embeddings, module_path(base, embeddings)
+
+
+def module_path(root: nn.Module, module: nn.Module) -> str:
+    path = next((name for name, each in root.named_modules() if each is module), "")
+    return f"{type(root).__name__}.{path}" if path else type(root).__name__
+
+
+def find_encoder(model: nn.Module) -> nn.Module | None:
+    """The encoder of an encoder-decoder model (T5, BART, ...); None for a decoder-only model."""
+    base = base_model(model)
+    if not getattr(model_config(model), "is_encoder_decoder", False) or not hasattr(base, "get_encoder"):
+        return None
+    return base.get_encoder()
+
+
+def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None:
+    """The first block of the stack the token embeddings enter, or None for a model with no stack of blocks.
+
+    From the embedding module up through its parents, the first parent that holds a stack (an
+    ``nn.ModuleList``, else an ``nn.Sequential``, outside the embeddings and outside media towers) is the
+    text model; its largest outermost stack is its blocks, and element 0 the block the embeddings enter first.
+    """
+    path = next((name for name, module in root.named_modules() if module is embeddings), None)
+    if path is None:
+        return None
+    parts = path.split(".") if path else []
+    for kind in BLOCK_STACKS:
+        for depth in range(len(parts) - 1, -1, -1):
+            stacks = _outermost_stacks(root.get_submodule(".".join(parts[:depth])), embeddings, kind)
+            if stacks:
+                return max(stacks, key=lambda stack: sum(1 for _ in stack.modules()))[0]
+    return None
+
+
+def _outermost_stacks(parent: nn.Module, embeddings: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
+    found: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if _contains(child, embeddings) or any(word in name.lower() for word in MEDIA_TOWER_WORDS):
+                continue
+            if isinstance(child, kind) and len(child) > 0:
+                found.append(child)
+            else:
+                visit(child)
+
+    visit(parent)
+    return found
+
+
+def _contains(module: nn.Module, target: nn.Module) -> bool:
+    return any(each is target for each in module.modules())
+
+
+def check_no_layer_drop(model: nn.Module) -> None:
+    """Refuse LayerDrop: a training pass may skip the first block, and its noise with it."""
+    config = model_config(model)
+    configs = [config, *(getattr(config, key, None) for key in ("text_config", "encoder", "decoder"))]
+    for each in configs:
+        for key, value in (vars(each) if each is not None and hasattr(each, "__dict__") else {}).items():
+            if "layerdrop" in key and isinstance(value, (int, float)) and value > 0:
+                raise NEFTuneAttachError(
+                    f"{type(each).__name__}.{key} = {value}: LayerDrop skips blocks at random in training, "
+                    "the first one included, and NEFTune's noise enters at the first block. Set "
+                    f"{key} to 0 to train with NEFTune."
+                )
+
+
+def placeholder_token_ids(model: nn.Module) -> tuple[int, ...]:
+    """The image/video/audio placeholder ids of a multimodal model (their embeddings are replaced by the media
+    features, so noise there never reaches the model); () for a text-only model.
+
+    Raises ``NEFTuneAttachError`` for a multimodal model whose placeholder ids cannot be read, rather than
+    guess and let the placeholders dilute every sequence's noise.
+    """
+    config = model_config(model)
+    ids = {getattr(config, key) for key in PLACEHOLDER_KEYS if isinstance(getattr(config, key, None), int)}
+    media = [key for key in MEDIA_CONFIGS if getattr(config, key, None) is not None]
+    if media and not ids:
+        raise NEFTuneAttachError(
+            f"{type(config).__name__} is multimodal ({', '.join(media)}) but names no placeholder token id "
+            f"({', '.join(PLACEHOLDER_KEYS)}): NEFTune cannot tell text from media positions, whose noise the "
+            "media features overwrite. Set the id on the config, or attach to the language model alone."
+        )
+    return tuple(sorted(ids))
