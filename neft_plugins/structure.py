@@ -94,8 +94,30 @@ def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None
         for depth in range(len(parts) - 1, -1, -1):
             stacks = _outermost_stacks(root.get_submodule(".".join(parts[:depth])), embeddings, kind)
             if stacks:
-                return max(stacks, key=lambda stack: sum(1 for _ in stack.modules()))[0]
+                return _the_blocks(stacks, root)[0]
     return None
+
+
+def _the_blocks(stacks: list[nn.Module], root: nn.Module) -> nn.Module:
+    """The largest stack; refused when another stack as long holds other modules, because then the layers are
+    split over parallel stacks (XLM's ``attentions``/``ffns``) or interleaved with another kind (IDEFICS' gated
+    cross-attention), and no element of one stack is the block the embeddings first enter."""
+    blocks = max(stacks, key=lambda stack: sum(1 for _ in stack.modules()))
+    parallel = [
+        stack
+        for stack in stacks
+        if stack is not blocks
+        and len(stack) == len(blocks)
+        and not all(_contains(blocks, each) for each in stack)
+    ]
+    if parallel:
+        names = {module: name for name, module in root.named_modules()}
+        raise NEFTuneAttachError(
+            f"{type(root).__name__} keeps its layers in parallel stacks ({', '.join(names[each] for each in [blocks, *parallel])}, "
+            f"{len(blocks)} each): no single module is the block its embeddings first enter, so NEFTune cannot add "
+            "the paper's noise there. Not supported."
+        )
+    return blocks
 
 
 def _outermost_stacks(parent: nn.Module, embeddings: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:

@@ -2,13 +2,14 @@
 
 The part of the demo that is certain. Real training sequences are laid out as a training step would
 see them (padded to the longest, padded to a fixed length, packed into one row), one training-mode
-forward pass runs with each implementation attached, and the noise is read back as
-(noised embeddings - clean embeddings), per sequence, from a hook placed after theirs. Paper
+forward pass runs with each implementation attached, and the noise is read back as what the model's first block
+receives minus what it receives in a clean (no_grad) pass, per sequence, from a hook placed after theirs. Paper
 target: each sequence's noise norm ~ alpha / sqrt(3) (uniform noise, per-sequence L).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ def default_fixed_length(max_length: int) -> int:
 
 
 class _Stop(Exception):
-    """Raised from the embedding hook once the noised embeddings are captured (skips the layers)."""
+    """Raised from the first block's pre-hook once its input is captured (skips the layers)."""
 
 
 @dataclass
@@ -71,31 +72,32 @@ def build_layouts(sequences: list[list[int]], pad_id: int, fixed_length: int) ->
 
 
 def _noise_of(model: Any, layout: Layout, seed: int):
-    """(noised - clean) embeddings of one training-mode forward pass of `model` on `layout`."""
+    """What the first block receives in one training-mode forward pass of `model` on `layout`, minus what it
+    receives with autograd off (never noised)."""
     import torch
 
-    embeddings = model.get_input_embeddings()
-    captured = {}
+    from neft_plugins.structure import find_first_block
 
-    def grab(module, args, output):
-        captured["noised"] = output.detach()
+    block = find_first_block(model, model.get_input_embeddings())
+    captured = []
+
+    def grab(module, args, kwargs):
+        captured.append(kwargs.get("hidden_states", args[0] if args else None).detach())
         raise _Stop
 
     was_training = model.training
     model.train()
-    handle = embeddings.register_forward_hook(grab)
+    handle = block.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        torch.manual_seed(seed)
-        with torch.enable_grad():
-            model(input_ids=layout.input_ids, **layout.kwargs)
-    except _Stop:
-        pass
+        for grad in (True, False):
+            torch.manual_seed(seed)
+            with torch.set_grad_enabled(grad), contextlib.suppress(_Stop):
+                model(input_ids=layout.input_ids, **layout.kwargs)
     finally:
         handle.remove()
         model.train(was_training)
-    with torch.no_grad():
-        clean = embeddings(layout.input_ids)
-    return captured["noised"] - clean
+    noised, clean = captured
+    return noised - clean
 
 
 def measure(

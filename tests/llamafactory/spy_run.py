@@ -2,7 +2,8 @@
 
 usage: python spy_run.py REPORT.json CONFIG.yaml [key=value ...]
 
-For every call of the token embeddings it records whether autograd was on, the per-segment noise norms
+For every pass of the first decoder layer (the noise it received: its hidden states after NEFTune's pre-hook minus
+before it) it records whether it was a training pass, the per-segment noise norms
 (segments read from the attention mask the model was called with: 0/1, segment ids, or LLaMA-Factory's 4-D
 block-diagonal mask), and the largest noise on padding.
 """
@@ -13,7 +14,7 @@ import sys
 
 import torch
 
-from support.llamafactory_spy import EmbeddingSpy, train_and_report
+from support.llamafactory_spy import FirstBlockSpy, train_and_report
 
 
 def segment_ids(mask: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
@@ -33,8 +34,9 @@ def segment_ids(mask: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tens
     raise AssertionError(f"unexpected attention_mask shape {tuple(mask.shape)}")
 
 
-class NoiseSpy(EmbeddingSpy):
-    def observe(self, module, ids, noise, mask):
+class NoiseSpy(FirstBlockSpy):
+    def observe(self, call, noise):
+        ids, mask = call["ids"], call["mask"]
         segments = segment_ids(mask, tuple(ids.shape))
         per_segment = []
         for row in range(ids.shape[0]):
@@ -44,8 +46,8 @@ class NoiseSpy(EmbeddingSpy):
                     per_segment.append([int(where.sum()), float(noise[row][where].norm())])
         padding = segments == 0
         return {
-            "grad_enabled": torch.is_grad_enabled(),
-            "training": module.training,
+            "grad_enabled": call["grad_enabled"],
+            "training": call["training"],
             "mask_shape": None if mask is None else list(mask.shape),
             "mask_dtype": None if mask is None else str(mask.dtype),
             "segments": per_segment,

@@ -1,6 +1,5 @@
-"""A spy on the token embeddings of an in-process ``neft-llamafactory train`` run: what noise really reached
-the model. Its hooks are registered after NEFTuneCallback's (callbacks run in order), so it sees the noised
-output; the clean one is recomputed from the embedding weights."""
+"""A spy on the first decoder layer of an in-process ``neft-llamafactory train`` run: what noise really reached
+the model. One pre-hook runs before NEFTune's (the clean hidden states), one after it (what the layer gets)."""
 
 from __future__ import annotations
 
@@ -12,41 +11,58 @@ import torch
 from transformers import TrainerCallback
 
 from neft_plugins.integrations.llamafactory.train import run_train
+from support.blocks import hidden_states_of
 
 
-class EmbeddingSpy(TrainerCallback):
-    """Records, for each call of the token embeddings, what :meth:`observe` makes of its noise."""
+class FirstBlockSpy(TrainerCallback):
+    """Records, for each forward pass of the first decoder layer inside a model call, what :meth:`observe` makes
+    of its noise (recomputes under activation checkpointing, outside any model call, are not passes)."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
-        self._masks: list[torch.Tensor | None] = []
+        self._model_calls: list[dict[str, Any]] = []
+        self._clean: torch.Tensor | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        block = base.get_decoder().layers[0]
         model.register_forward_pre_hook(self._enter, with_kwargs=True)
         model.register_forward_hook(self._leave, always_call=True)
-        model.get_input_embeddings().register_forward_hook(self._embeddings)
+        block.register_forward_pre_hook(self._before_neftune, with_kwargs=True, prepend=True)
+        block.register_forward_pre_hook(self._after_neftune, with_kwargs=True)
 
-    def observe(
-        self, module: torch.nn.Module, ids: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None
-    ) -> dict[str, Any] | None:
-        """One call's record (None: nothing to record); ``noise`` is float32 on the CPU."""
+    def observe(self, call: dict[str, Any], noise: torch.Tensor) -> dict[str, Any] | None:
+        """One pass's record (None: nothing to record); ``noise`` is float32 on the CPU, ``call`` the model call's
+        ``ids``, ``mask``, ``training`` (its mode) and ``grad_enabled``."""
         raise NotImplementedError
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._masks.append(kwargs.get("attention_mask"))
+        self._model_calls.append(
+            {
+                "ids": kwargs.get("input_ids", args[0] if args else None).cpu(),
+                "mask": kwargs.get("attention_mask"),
+                "training": module.training,
+                "grad_enabled": torch.is_grad_enabled(),
+            }
+        )
 
     def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        self._masks.pop()
+        self._model_calls.pop()
 
-    def _embeddings(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        ids = args[0]
-        noise = (output - torch.nn.functional.embedding(ids, module.weight)).detach().float().cpu()
-        record = self.observe(module, ids, noise, self._masks[-1] if self._masks else None)
+    def _before_neftune(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._clean = hidden_states_of(args, kwargs).detach().clone()
+
+    def _after_neftune(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        clean, self._clean = self._clean, None
+        if not self._model_calls or clean is None:
+            return
+        noise = (hidden_states_of(args, kwargs).detach() - clean).float().cpu()
+        record = self.observe(self._model_calls[-1], noise)
         if record is not None:
             self.calls.append(record)
 
 
-def train_and_report(spy: EmbeddingSpy, report: str, config: str, overrides: Sequence[str]) -> None:
+def train_and_report(spy: FirstBlockSpy, report: str, config: str, overrides: Sequence[str]) -> None:
     """Train with the spy among the callbacks and write its records to ``report`` (JSON)."""
     run_train(config, overrides, callbacks=[spy])
     with open(report, "w") as f:

@@ -2,8 +2,8 @@
 
 usage: python -m support.llamafactory_vlm_spy REPORT.json PLACEHOLDER_ID CONFIG.yaml [key=value ...]
 
-For every training call of the token embeddings (its hooks are registered after NEFTuneCallback's, so it sees the
-noised output; the clean one is recomputed from the weights) it records the text tokens (real, not the
+For every training pass of the first decoder layer (the noise it received: its hidden states after NEFTune's
+pre-hook minus before it) it records the text tokens (real, not the
 placeholder id given), the largest noise on placeholders and padding, and each row's noise norm over its text.
 """
 
@@ -14,19 +14,18 @@ from typing import Any
 
 import torch
 
-from support.llamafactory_spy import EmbeddingSpy, train_and_report
+from support.llamafactory_spy import FirstBlockSpy, train_and_report
 
 
-class PlaceholderSpy(EmbeddingSpy):
+class PlaceholderSpy(FirstBlockSpy):
     def __init__(self, placeholder_id: int) -> None:
         super().__init__()
         self.placeholder_id = placeholder_id
 
-    def observe(
-        self, module: torch.nn.Module, ids: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None
-    ) -> dict[str, Any] | None:
-        if not (module.training and torch.is_grad_enabled()):
+    def observe(self, call: dict[str, Any], noise: torch.Tensor) -> dict[str, Any] | None:
+        if not (call["training"] and call["grad_enabled"]):
             return None
+        ids, mask = call["ids"], call["mask"]
         real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
         text = (real & (ids != self.placeholder_id)).cpu()
         return {
