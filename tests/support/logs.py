@@ -5,16 +5,16 @@ from __future__ import annotations
 import ast
 import re
 
-ATTACHED = "neft_plugins: attached NEFTune to"
+ATTACHED = "neft_plugins: attached NEFTune at"
 DETACHED = "neft_plugins: detached NEFTune from"
-LLAMA_EMBEDDINGS = "LlamaForCausalLM.model.embed_tokens"
-DETACHED_FROM_LLAMA = f"{DETACHED} {LLAMA_EMBEDDINGS}"
+LLAMA_FIRST_BLOCK = "the input of LlamaForCausalLM.model.layers.0"  # where the noise goes in
+DETACHED_FROM_LLAMA = f"{DETACHED} {LLAMA_FIRST_BLOCK}"
 METRICS = re.compile(r"\{'loss': .*?\}")
 
 
 def attached_to_llama(alpha: float) -> str:
-    """The start of the attach line for a Llama: ``... attached NEFTune to ...embed_tokens (alpha=5.0``."""
-    return f"{ATTACHED} {LLAMA_EMBEDDINGS} (alpha={float(alpha)}"
+    """The start of the attach line for a Llama: ``... attached NEFTune at the input of ...layers.0 (alpha=5.0``."""
+    return f"{ATTACHED} {LLAMA_FIRST_BLOCK} (alpha={float(alpha)}"
 
 
 def printed_metrics(output: str) -> list[dict[str, float]]:
