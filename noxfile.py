@@ -35,7 +35,7 @@ LLAMAFACTORY_VERSIONS = {
 }
 NEWEST_LLAMAFACTORY = "0.9.5"
 
-nox.options.sessions = ["lint", "core", "axolotl", "llamafactory", "demo_tests"]
+nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -55,6 +55,14 @@ def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def packaging(session: nox.Session) -> None:
+    """A clone without symlinks builds a wheel and an sdist with the declared setuptools floor; the wheel
+    installs in a fresh venv and imports every integration."""
+    session.install("pytest>=8")
+    _pytest(session, "tests/packaging")
 
 
 @nox.session
