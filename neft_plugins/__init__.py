@@ -11,6 +11,7 @@ from neft_plugins.attach import NEFTuneHandle, attach, neftune
 from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig
 from neft_plugins.errors import (
     NEFTuneAttachError,
+    NEFTuneCompatibilityError,
     NEFTuneConfigError,
     NEFTuneConflictError,
     NEFTuneError,
@@ -30,6 +31,7 @@ __all__ = [
     "LENGTHS",
     "SCOPES",
     "NEFTuneAttachError",
+    "NEFTuneCompatibilityError",
     "NEFTuneCallback",
     "NEFTuneConfig",
     "NEFTuneConfigError",

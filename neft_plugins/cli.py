@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.config import NEFTuneConfig
+from neft_plugins.errors import NEFTuneError
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 
 AXOLOTL_PLUGIN = "neft_plugins.integrations.axolotl.NEFTunePlugin"
@@ -53,7 +54,7 @@ def _check(path: Path) -> int:
     mapping = mapping or {}
     try:
         config = NEFTuneConfig.from_mapping(mapping)
-    except (NEFTuneConfigError, NEFTuneConflictError) as error:
+    except NEFTuneError as error:
         print(f"{path}: {error}", file=sys.stderr)
         return 2
     problems = [_plugin_problem(name) for name in mapping.get("plugins") or []]

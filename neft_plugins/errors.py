@@ -25,3 +25,11 @@ class NEFTuneInputError(NEFTuneError, RuntimeError):
 
 class NEFTunePluginError(NEFTuneError, TypeError):
     """A plugin implements a hook no spec declares (a misspelt name would otherwise never run)."""
+
+
+class NEFTuneCompatibilityError(NEFTuneError, RuntimeError):
+    """The installed framework lacks a hook point the integration relies on (an untested version)."""
+
+
+class NEFTuneAssetError(NEFTuneError, RuntimeError):
+    """The demo could not fetch, unpack or read one of its assets."""

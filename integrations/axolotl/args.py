@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from neft_plugins import CONFIG_KEYS, NEFTuneConfig, NEFTuneConflictError
+from neft_plugins import CONFIG_KEYS, NEFTuneConfig
 from neft_plugins.config import BUILTIN_KEYS
 
 LOG = logging.getLogger(__name__)
@@ -69,10 +69,7 @@ class NEFTuneArgs(BaseModel):
         """Check the raw YAML values with the core's rules; refuse Axolotl's built-in key beside ours."""
         if not isinstance(data, dict):
             return data
-        try:
-            NEFTuneConfig.from_mapping(data)
-        except NEFTuneConflictError as error:
-            raise ValueError(str(error)) from None  # pydantic reports ValueErrors as validation errors
+        NEFTuneConfig.from_mapping(data)  # its NEFTuneConfigErrors are ValueErrors: pydantic reports them
         if data.get("rl") and any(data.get(key) for key in BUILTIN_KEYS):
             LOG.warning(
                 "neft_plugins: Axolotl's RL trainers (rl: %s) ignore neftune_noise_alpha; "

@@ -88,12 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "train":
-        from neft_plugins.config import NEFTuneConfigError, NEFTuneConflictError
-        from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
+        from neft_plugins.errors import NEFTuneError
 
         try:
             return train(rest)
-        except (NEFTuneConfigError, NEFTuneConflictError, LlamaFactoryHookError) as error:
+        except NEFTuneError as error:
             print(f"neft-llamafactory: error: {error}", file=sys.stderr)
             return 1
     if command == "webui":

@@ -24,6 +24,8 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any
 
+from neft_plugins.errors import NEFTuneCompatibilityError
+
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
 
 TESTED_VERSIONS: tuple[str, ...] = ("0.9.3", "0.9.4", "0.9.5")
@@ -34,8 +36,8 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "y")
 
 
-class LlamaFactoryHookError(RuntimeError):
-    """The installed LLaMA-Factory lacks a hook point the adapter relies on."""
+# The installed LLaMA-Factory lacks a hook point the adapter relies on.
+LlamaFactoryHookError = NEFTuneCompatibilityError
 
 
 def llamafactory_version() -> str:

@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from neft_plugins.errors import NEFTuneAssetError
+
 
 @dataclass(frozen=True)
 class Asset:
@@ -64,8 +66,7 @@ ALPACA_EVAL = Asset(
 DEFAULT_ASSETS = (SMOLLM2, ALPACA_DEMO, ALPACA_EVAL)
 
 
-class AssetError(RuntimeError):
-    pass
+AssetError = NEFTuneAssetError
 
 
 def cache_dir() -> Path:

@@ -76,3 +76,16 @@ def test_split_separates_our_keys_from_the_framework_config():
 def test_split_rejects_bad_values_before_anything_else_happens():
     with pytest.raises(NEFTuneConfigError, match="neftune_alpha: got 'high'"):
         NEFTuneConfig.split({"neftune_alpha": "high", "stage": "sft"})
+
+
+def test_one_error_family():
+    """Every error neft-plugins raises on purpose is a NEFTuneError; a conflict is a kind of config error, so
+    the frameworks' config loaders (pydantic, argparse-style CLIs) report it like any bad value."""
+    from neft_plugins import errors
+
+    kinds = [
+        value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, Exception)
+    ]
+    assert len(kinds) >= 7 and all(issubclass(kind, errors.NEFTuneError) for kind in kinds)
+    assert issubclass(errors.NEFTuneConflictError, errors.NEFTuneConfigError)
+    assert issubclass(errors.NEFTuneConfigError, ValueError)
