@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -14,26 +15,44 @@ import nox
 ROOT = Path(__file__).parent
 TORCH_CONSTRAINT = ("-c", str(ROOT / "constraints" / "torch-cpu.txt"))
 
-# The tested stacks. The README's compatibility table lists exactly these cells.
+
+def _tested_versions() -> dict[str, tuple[str, ...]]:
+    """The project's one table of tested versions (loaded by path: nox's Python has no torch to import
+    the package with)."""
+    spec = importlib.util.spec_from_file_location("versions", ROOT / "neft_plugins" / "versions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TESTED
+
+
+TESTED = _tested_versions()
+# The matrix: one cell per tested version (transformers and TRL in pairs), with the extra pins a cell needs.
+TRL_PAIRS = list(zip(TESTED["transformers"], TESTED["trl"], strict=True))
 TRL_STACKS = {
-    "oldest": ("transformers==4.46.3", "trl==0.16.1"),
-    "4.57": ("transformers==4.57.6", "trl==0.24.0"),
-    "newest": ("transformers==5.24.0", "trl==1.16.0"),
+    # "oldest", "4.57", ..., "newest"
+    "oldest"
+    if index == 0
+    else "newest"
+    if index == len(TRL_PAIRS) - 1
+    else ".".join(transformers.split(".")[:2]): (
+        f"transformers=={transformers}",
+        f"trl=={trl}",
+    )
+    for index, (transformers, trl) in enumerate(TRL_PAIRS)
 }
-AXOLOTL_VERSIONS = {
+EXTRA_PINS = {
     # Without the two pins pip backtracks for many minutes over huggingface_hub and gradio.
-    "0.17.0": ("axolotl==0.17.0", "huggingface_hub==1.17.0", "gradio==6.10.0"),
-    "0.19.0": ("axolotl==0.19.0",),
+    ("axolotl", "0.17.0"): ("huggingface_hub==1.17.0", "gradio==6.10.0"),
+    # 0.9.3 caps numpy below 2; pyarrow 26 (the newest) needs NumPy 2, pyarrow 21 still takes 1.26.
+    ("llamafactory", "0.9.3"): ("pyarrow<22",),
+}
+AXOLOTL_VERSIONS = {v: (f"axolotl=={v}", *EXTRA_PINS.get(("axolotl", v), ())) for v in TESTED["axolotl"]}
+LLAMAFACTORY_VERSIONS = {
+    v: (f"llamafactory=={v}", *EXTRA_PINS.get(("llamafactory", v), ())) for v in TESTED["llamafactory"]
 }
 # Axolotl versions whose GPU probe fails on the CPU build of torch (see the module's docstring).
 AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl" / "cpu_torch"}
-LLAMAFACTORY_VERSIONS = {
-    # 0.9.3 caps numpy below 2; pyarrow 26 (the newest) needs NumPy 2, pyarrow 21 still takes 1.26.
-    "0.9.3": ("llamafactory==0.9.3", "pyarrow<22"),
-    "0.9.4": ("llamafactory==0.9.4",),
-    "0.9.5": ("llamafactory==0.9.5",),
-}
-NEWEST_LLAMAFACTORY = "0.9.5"
+NEWEST_LLAMAFACTORY = TESTED["llamafactory"][-1]
 
 nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
 nox.options.reuse_existing_virtualenvs = True

@@ -1,4 +1,9 @@
-"""The framework versions each integration is tested with, and one warning when the installed one is not."""
+"""The one table of framework versions neft-plugins is tested with, and one warning when the installed one is not.
+
+Everything else reads it: the runtime warnings, the LLaMA-Factory compatibility check, the nox matrix
+(``noxfile.py`` loads this file by path) and the README's compatibility table (checked by
+``tests/core/test_versions.py``). This module imports nothing outside the standard library at import time.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ from importlib import metadata
 
 logger = logging.getLogger("neft_plugins")
 
-# (oldest, newest) tested, inclusive; the README's compatibility table and the nox matrix list the same.
-TESTED_RANGES: dict[str, tuple[str, str]] = {
-    "transformers": ("4.46.3", "5.24.0"),
-    "trl": ("0.16.1", "1.16.0"),
+# Every version tested, oldest first. transformers and TRL are tested in pairs: the i-th of each together.
+TESTED: dict[str, tuple[str, ...]] = {
+    "transformers": ("4.46.3", "4.57.6", "5.24.0"),
+    "trl": ("0.16.1", "0.24.0", "1.16.0"),
     "axolotl": ("0.17.0", "0.19.0"),
+    "llamafactory": ("0.9.3", "0.9.4", "0.9.5"),
+}
+# (oldest, newest) tested, inclusive: inside, every hook point is the same, so no warning.
+TESTED_RANGES: dict[str, tuple[str, str]] = {
+    package: (tested[0], tested[-1]) for package, tested in TESTED.items()
 }
 
 _warned: set[str] = set()

@@ -1,4 +1,4 @@
-"""NEFTune for LLaMA-Factory (tested with llamafactory 0.9.3, 0.9.4 and 0.9.5: see compat.TESTED_VERSIONS).
+"""NEFTune for LLaMA-Factory (the tested versions: ``neft_plugins.versions.TESTED["llamafactory"]``).
 
 - ``neft-llamafactory train config.yaml``: the YAML of ``llamafactory-cli train`` plus ``neftune_*`` keys.
 - ``neft-llamafactory webui``: LLaMA Board whose NEFTune option trains with neft-plugins.

@@ -25,10 +25,11 @@ from types import ModuleType
 from typing import Any
 
 from neft_plugins.errors import NEFTuneCompatibilityError
+from neft_plugins.versions import TESTED
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
 
-TESTED_VERSIONS: tuple[str, ...] = ("0.9.3", "0.9.4", "0.9.5")
+TESTED_VERSIONS = TESTED["llamafactory"]
 
 
 def env_flag(name: str) -> bool:

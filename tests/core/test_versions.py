@@ -131,3 +131,21 @@ def test_a_missing_hook_point_stops_before_training_naming_it(monkeypatch):
     monkeypatch.delattr(Trainer, "training_step")
     with pytest.raises(NEFTuneAttachError, match=r"Trainer\.training_step missing; NEFTuneCallback wraps it"):
         NEFTuneCallback(neftune_alpha=ALPHA)
+
+
+def test_the_readme_compatibility_table_is_the_tested_versions_table():
+    """README rows name exactly the versions in neft_plugins.versions.TESTED as tested (the nox matrix and the
+    LLaMA-Factory check read the table itself)."""
+    import re
+    from pathlib import Path
+
+    from neft_plugins.versions import TESTED
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Compatibility") :]
+    tested_rows = [row for row in table.splitlines() if row.startswith("|") and "| tested |" in row]
+    pairs = {tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) for row in tested_rows if " + " in row}
+    assert pairs == set(zip(TESTED["transformers"], TESTED["trl"], strict=True))
+    for framework, name in (("axolotl", "Axolotl"), ("llamafactory", "LLaMA-Factory")):
+        row = next(row for row in tested_rows if row.startswith(f"| {name} |"))
+        assert tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) == TESTED[framework], row
