@@ -36,9 +36,11 @@ from neft_plugins.stats import NoiseStats
 from neft_plugins.structure import (
     base_model,
     check_no_layer_drop,
+    find_decoder,
     find_encoder,
     find_first_block,
     find_input_embeddings,
+    model_config,
     module_path,
     placeholder_token_ids,
     unwrap_model,
@@ -102,9 +104,13 @@ class NEFTuneHandle:
                 f"neftune_scope: got {config.neftune_scope!r} for an encoder-decoder model; NEFTune noises the "
                 "encoder's input, which is all prompt: use neftune_scope: 'all'"
             )
+        self.decoder = find_decoder(model)
         # Encoder-decoders: the embedding module the encoder really runs (T5 on transformers 5 runs its own
-        # `embed_tokens`, not the `shared` module get_input_embeddings() returns).
+        # `embed_tokens`, not the `shared` module get_input_embeddings() returns)...
         self.embeddings, self.embeddings_path = find_input_embeddings(self.encoder or model)
+        # ... and the model's own, which a multimodal one (Florence-2) runs before it hands the encoder
+        # inputs_embeds: a plan is read from either, outside the decoder's pass.
+        watched = [self.embeddings, *([find_input_embeddings(model)[0]] if self.encoder is not None else [])]
         if isinstance(self.embeddings, (nn.ModuleList, nn.ModuleDict)):
             raise NEFTuneAttachError(
                 f"{self.embeddings_path} is a {type(self.embeddings).__name__} of several embeddings (one per "
@@ -127,6 +133,12 @@ class NEFTuneHandle:
         )
         if self.first_block is not None:
             check_no_layer_drop(model)
+        elif config.neftune_length == "sequence" and model_config(model) is not None:
+            raise NEFTuneAttachError(
+                f"{type(base_model(model)).__name__}: found no stack of blocks (an nn.ModuleList) that its token "
+                f"embeddings {self.embeddings_path} enter, so NEFTune cannot tell where its first block is. Not "
+                "supported; report the model to neft-plugins."
+            )
         self.noise_site = (
             f"the input of {module_path(stack_root, self.first_block)}"
             if self.first_block is not None
@@ -140,7 +152,8 @@ class NEFTuneHandle:
         self._calls: list[tuple[dict[str, Any], int]] = []
         self._plan: NoisePlan | None = None  # read at the embeddings, not yet applied at the first block
         self._replays: list[Replay] = []
-        self._encoder_depth = 0
+        self._stack_depth = 0  # inside the encoder (or, where the model names one, the decoder) pass
+        self._applied_in_call = False
         self._embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
         self._warned_bypass = False
         self._runs_at_last_read = 0
@@ -154,7 +167,10 @@ class NEFTuneHandle:
         self._hooks = [
             model.register_forward_pre_hook(self._enter_call, with_kwargs=True),
             model.register_forward_hook(self._leave_call, always_call=True),
-            self.embeddings.register_forward_hook(torch.compiler.disable(self._embedding_hook)),
+            *(
+                module.register_forward_hook(torch.compiler.disable(self._embedding_hook))
+                for module in dict.fromkeys(watched)
+            ),
         ]
         if self.first_block is not None:
             self._hooks.append(
@@ -162,11 +178,12 @@ class NEFTuneHandle:
                     torch.compiler.disable(self._first_block_hook), with_kwargs=True
                 )
             )
-        if self.encoder is not None:
-            # Only the encoder's pass is noised: on transformers 4.x the decoder runs the same (shared) module.
+        # Only the encoder's input is noised: on transformers 4.x the decoder runs the same (shared) module.
+        stack = self.decoder if self.decoder is not None else self.encoder
+        if stack is not None:
             self._hooks += [
-                self.encoder.register_forward_pre_hook(self._enter_encoder),
-                self.encoder.register_forward_hook(self._leave_encoder, always_call=True),
+                stack.register_forward_pre_hook(self._enter_stack),
+                stack.register_forward_hook(self._leave_stack, always_call=True),
             ]
         _attached[self.embeddings] = self
         settings = ", ".join(
@@ -227,7 +244,7 @@ class NEFTuneHandle:
         call = dict(kwargs)
         call.update(zip(self._positional, args, strict=False))
         if not self._calls:
-            self._plan = None
+            self._plan, self._applied_in_call = None, False
         self._calls.append((call, self._embedding_runs))
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -237,7 +254,7 @@ class NEFTuneHandle:
         if self._calls:
             return
         plan, self._plan = self._plan, None
-        if plan is not None and output is not None:
+        if plan is not None and output is not None and not self._applied_in_call:
             raise NEFTuneInputError(
                 f"{type(module).__name__}: a training pass ran {self.embeddings_path} but not "
                 f"{self.noise_site.removeprefix('the input of ')}, where NEFTune adds its noise, so it got none. "
@@ -255,16 +272,21 @@ class NEFTuneHandle:
                 self.embeddings_path,
             )
 
-    def _enter_encoder(self, module: nn.Module, args: tuple) -> None:
-        self._encoder_depth += 1
+    def _enter_stack(self, module: nn.Module, args: tuple) -> None:
+        self._stack_depth += 1
 
-    def _leave_encoder(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._encoder_depth -= 1
+    def _leave_stack(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._stack_depth -= 1
+
+    def _in_decoder(self) -> bool:
+        if self.decoder is not None:
+            return self._stack_depth > 0
+        return self.encoder is not None and self._stack_depth == 0
 
     def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if self.alpha <= 0 or not (module.training and torch.is_grad_enabled()):
             return None
-        if self.encoder is not None and self._encoder_depth == 0:
+        if self._in_decoder():
             return None  # the decoder's teacher-forced input: not the instruction
         self._embedding_runs += 1
         if not isinstance(output, torch.Tensor) or output.dim() != 3:
@@ -288,6 +310,7 @@ class NEFTuneHandle:
         hidden, rebuild = _hidden_states(args, kwargs)
         if self._plan is not None:
             plan, self._plan = self._plan, None
+            self._applied_in_call = True
             if hidden is None:
                 raise NEFTuneInputError(
                     f"{self.noise_site.removeprefix('the input of ')} was called without a hidden-states "

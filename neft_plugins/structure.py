@@ -79,6 +79,15 @@ def find_encoder(model: nn.Module) -> nn.Module | None:
     return base.get_encoder()
 
 
+def find_decoder(model: nn.Module) -> nn.Module | None:
+    """The decoder of an encoder-decoder model; None for a decoder-only model or one that does not say."""
+    base = base_model(model)
+    if find_encoder(model) is None or not hasattr(base, "get_decoder"):
+        return None
+    decoder = base.get_decoder()
+    return decoder if isinstance(decoder, nn.Module) else None
+
+
 def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None:
     """The first block of the stack the token embeddings enter, or None for a model with no stack of blocks.
 
@@ -86,13 +95,19 @@ def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None
     ``nn.ModuleList``, else an ``nn.Sequential``, outside the embeddings and outside media towers) is the
     text model; its largest outermost stack is its blocks, and element 0 the block the embeddings enter first.
     """
-    path = next((name for name, module in root.named_modules() if module is embeddings), None)
-    if path is None:
-        return None
-    parts = path.split(".") if path else []
+    # Every path to a shared module (ProphetNet's wrapper and its decoder hold one embedding): deepest first.
+    paths = [name for name, module in root.named_modules(remove_duplicate=False) if module is embeddings]
+    parents = sorted(
+        {
+            ".".join(path.split(".")[:depth])
+            for path in paths
+            for depth in range(path.count(".") + 1 if path else 0)
+        },
+        key=lambda parent: -(parent.count(".") + 1 if parent else 0),
+    )
     for kind in BLOCK_STACKS:
-        for depth in range(len(parts) - 1, -1, -1):
-            stacks = _outermost_stacks(root.get_submodule(".".join(parts[:depth])), embeddings, kind)
+        for parent in parents:
+            stacks = _outermost_stacks(root.get_submodule(parent), embeddings, kind)
             if stacks:
                 return _the_blocks(stacks, root)[0]
     return None
