@@ -51,7 +51,7 @@ LLAMAFACTORY_VERSIONS = {
     v: (f"llamafactory=={v}", *EXTRA_PINS.get(("llamafactory", v), ())) for v in TESTED["llamafactory"]
 }
 # Axolotl versions whose GPU probe fails on the CPU build of torch (see the module's docstring).
-AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl" / "cpu_torch"}
+AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl_plugin" / "cpu_torch"}
 NEWEST_LLAMAFACTORY = TESTED["llamafactory"][-1]
 
 nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
@@ -100,14 +100,14 @@ def axolotl(session: nox.Session, version: str) -> None:
     # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
     shim = AXOLOTL_CPU_TORCH_SHIM.get(version)
-    _pytest(session, "tests/axolotl", PATH=path, **({"PYTHONPATH": str(shim)} if shim else {}))
+    _pytest(session, "tests/axolotl_plugin", PATH=path, **({"PYTHONPATH": str(shim)} if shim else {}))
 
 
 @nox.session
 @nox.parametrize("version", list(LLAMAFACTORY_VERSIONS))
 def llamafactory(session: nox.Session, version: str) -> None:
     """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama; on the newest version
-    also LLaMA Board in a headless chromium (Debian's, installed by tests/llamafactory/install_chromium.sh)."""
+    also LLaMA Board in a headless chromium (Debian's, installed by tests/llamafactory_adapter/install_chromium.sh)."""
     browser = version == NEWEST_LLAMAFACTORY
     browser_packages = ["playwright", "psutil"] if browser else []
     _install(session, *LLAMAFACTORY_VERSIONS[version], ".[test,qlora]", *browser_packages)
@@ -115,9 +115,9 @@ def llamafactory(session: nox.Session, version: str) -> None:
     # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
     if browser:
-        session.run("bash", str(ROOT / "tests" / "llamafactory" / "install_chromium.sh"), external=True)
-    stubs = str(ROOT / "tests" / "llamafactory" / "stubs")
-    _pytest(session, "tests/llamafactory", PYTHONPATH=stubs)
+        session.run("bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True)
+    stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
+    _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs)
 
 
 @nox.session

@@ -47,7 +47,6 @@ def test_check_says_when_the_axolotl_plugin_does_not_import_here(tmp_path, capsy
     config.write_text(f"base_model: x\nplugins:\n  - {AXOLOTL_PLUGIN}\nneftune_alpha: 5\n")
     assert main(["check", str(config)]) == 2
     err = capsys.readouterr().err
-    # 'axolotl' or, with tests/ on sys.path (tests/axolotl is a namespace package there), 'axolotl.integrations'
     assert (
         f"plugin {AXOLOTL_PLUGIN} does not import here (ModuleNotFoundError: No module named 'axolotl" in err
     )
@@ -59,3 +58,22 @@ def test_check_says_when_an_axolotl_config_does_not_list_the_plugin(tmp_path, ca
     config.write_text("base_model: x\nneftune_alpha: 5\n")
     assert main(["check", str(config)]) == 2
     assert f"plugins does not list {AXOLOTL_PLUGIN}: Axolotl ignores it" in capsys.readouterr().err
+
+
+def test_no_test_folder_shadows_a_framework_import_name():
+    """With tests/ on sys.path (pyproject's pythonpath), a folder named like a framework would import as an
+    empty namespace package where the framework is not installed."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    frameworks = (
+        "axolotl",
+        "llamafactory",
+        "transformers",
+        "trl",
+        "peft",
+        "deepspeed",
+        "accelerate",
+        "torch",
+    )
+    assert not [name for name in frameworks if (tests / name).exists()]

@@ -20,7 +20,7 @@ from support.noise import assert_near_paper_norm
 EXAMPLES = ROOT / "example_configs" / "llamafactory"
 # LLaMA-Factory imports torchaudio at module level, only for audio inputs: where torchaudio is missing, the
 # stub (see its docstring) stands in for it, in this process and in the runs the tests start.
-STUBS = [TESTS / "llamafactory" / "stubs"] if importlib.util.find_spec("torchaudio") is None else []
+STUBS = [TESTS / "llamafactory_adapter" / "stubs"] if importlib.util.find_spec("torchaudio") is None else []
 sys.path[:0] = [str(path) for path in STUBS]
 NORM_TOLERANCE = 0.06  # relative, for the mean over one logging step's sequences (measured spread ~1-2%)
 RUN_TIMEOUT = 420
