@@ -16,8 +16,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from neft_plugins import builtin_neftune
-from neft_plugins.attach import NEFTuneAttachError, NEFTuneHandle, attach, distributed_rank
+from neft_plugins.attach import NEFTuneHandle, attach
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
+from neft_plugins.errors import NEFTuneAttachError
+from neft_plugins.stream import distributed_rank
 from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")

@@ -1,0 +1,128 @@
+"""Which model call is running: its inputs by name (what the segment readers read), whether the decoder of an
+encoder-decoder is running, and the noise plan read in the call but not yet applied at the first block."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from neft_plugins.errors import NEFTuneInputError
+
+logger = logging.getLogger("neft_plugins")
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """What the embedding hook read from a training pass's batch, for the first block to apply."""
+
+    segments: torch.Tensor  # [B, L] sequence ids, 0 = no sequence
+    noised: torch.Tensor  # [B, L] positions that get noise
+    counts: torch.Tensor | None  # L_s per segment, as segment_token_counts gives it (None: padded length)
+    transposed: bool  # the model runs its sequence layout as [L, B] (XLNet)
+
+
+class CallTracker:
+    """Pre/post hooks on the model (and on the decoder, or the encoder where no decoder is named)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: nn.Module | None,
+        decoder: nn.Module | None,
+        embeddings_path: str,
+        first_block_path: str | None,
+    ) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.embeddings_path, self.first_block_path = embeddings_path, first_block_path
+        self.embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
+        self.plan: NoisePlan | None = None
+        self._applied = False
+        self._calls: list[tuple[dict[str, Any], int]] = []
+        self._stack_depth = 0
+        self._warned_bypass = False
+        self._positional = _positional_names(model)
+
+    def register(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        hooks = [
+            model.register_forward_pre_hook(self._enter_call, with_kwargs=True),
+            model.register_forward_hook(self._leave_call, always_call=True),
+        ]
+        # Only the encoder's input is noised: on transformers 4.x the decoder runs the same (shared) module.
+        stack = self.decoder if self.decoder is not None else self.encoder
+        if stack is not None:
+            hooks += [
+                stack.register_forward_pre_hook(self._enter_stack),
+                stack.register_forward_hook(self._leave_stack, always_call=True),
+            ]
+        return hooks
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The running call's inputs by name (empty outside a call)."""
+        return self._calls[-1][0] if self._calls else {}
+
+    def in_decoder(self) -> bool:
+        if self.decoder is not None:
+            return self._stack_depth > 0
+        return self.encoder is not None and self._stack_depth == 0
+
+    def take_plan(self) -> NoisePlan | None:
+        plan, self.plan = self.plan, None
+        self._applied = self._applied or plan is not None
+        return plan
+
+    def clear(self) -> None:
+        self._calls.clear()
+        self.plan = None
+
+    def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        # Every input, by name: segment readers (plugins included) pick what they understand.
+        call = dict(kwargs)
+        call.update(zip(self._positional, args, strict=False))
+        if not self._calls:
+            self.plan, self._applied = None, False
+        self._calls.append((call, self.embedding_runs))
+
+    def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if not self._calls:
+            return
+        _, runs_before = self._calls.pop()
+        if self._calls:
+            return
+        plan, self.plan = self.plan, None
+        if plan is not None and output is not None and not self._applied:
+            raise NEFTuneInputError(
+                f"{type(module).__name__}: a training pass ran {self.embeddings_path} but not "
+                f"{self.first_block_path}, where NEFTune adds its noise, so it got none. The model routes its "
+                "embeddings around its first block; attach to a model whose blocks run in order, or report the "
+                "model to neft-plugins."
+            )
+        trained = module.training and torch.is_grad_enabled()
+        if trained and self.embedding_runs == runs_before and not self._warned_bypass:
+            self._warned_bypass = True
+            logger.warning(
+                "neft_plugins: a training forward pass of %s did not run %s, so it got no noise: the model was "
+                "called with inputs_embeds (or encoder_outputs), or its forward bypasses get_input_embeddings(). "
+                "Pass input_ids, or attach to the model whose embeddings run.",
+                type(module).__name__,
+                self.embeddings_path,
+            )
+
+    def _enter_stack(self, module: nn.Module, args: tuple) -> None:
+        self._stack_depth += 1
+
+    def _leave_stack(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._stack_depth -= 1
+
+
+def _positional_names(model: nn.Module) -> tuple[str, ...]:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
