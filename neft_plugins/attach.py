@@ -35,6 +35,7 @@ from neft_plugins.stream import NoiseStream, Replays, may_recompute
 from neft_plugins.structure import (
     base_model,
     check_no_layer_drop,
+    encoder_embeddings,
     find_decoder,
     find_encoder,
     find_first_block,
@@ -76,7 +77,14 @@ class NEFTuneHandle:
         self.decoder = find_decoder(model)
         # Encoder-decoders: the embedding module the encoder really runs (T5 on transformers 5 runs its own
         # `embed_tokens`, not the `shared` module get_input_embeddings() returns)...
-        self.embeddings, self.embeddings_path = find_input_embeddings(self.encoder or model)
+        try:
+            self.embeddings, self.embeddings_path = find_input_embeddings(self.encoder or model)
+        except NEFTuneAttachError:
+            if self.encoder is None:
+                raise
+            # An encoder that does not name its embeddings (Pegasus, Blenderbot, SeamlessM4T on 4.x; FSMT) runs
+            # the model's, or a module that shares their weight.
+            self.embeddings, self.embeddings_path = encoder_embeddings(self.encoder, model)
         # ... and the model's own, which a multimodal one (Florence-2) runs before it hands the encoder
         # inputs_embeds: a plan is read from either, outside the decoder's pass.
         watched = [self.embeddings, *([find_input_embeddings(model)[0]] if self.encoder is not None else [])]
@@ -122,6 +130,7 @@ class NEFTuneHandle:
         self.stream = NoiseStream(config.neftune_seed)
         self.replays = Replays(block_path or self.embeddings_path)
         self._runs_at_last_read = 0
+        self._block_transposed = False  # learnt from the first non-square batch
         self._warned_nothing_noised = False
         self._plugins = plugin_manager()
         self._plugins.register(self.stats)
@@ -271,7 +280,8 @@ class NEFTuneHandle:
 
     def _add_noise(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """``hidden`` plus ``alpha / sqrt(L_s * d)`` noise per sequence (d: ``hidden``'s width), recorded."""
-        received = hidden.transpose(0, 1) if plan.transposed else hidden
+        transposed = plan.transposed or self._transposed_at_block(hidden, plan)
+        received = hidden.transpose(0, 1) if transposed else hidden
         if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
             raise NEFTuneInputError(
                 f"{self.noise_site.removeprefix('the input of ')} received hidden states of shape "
@@ -285,7 +295,15 @@ class NEFTuneHandle:
         noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
         self._observe(received, noise, plan.segments, plan.noised, plan.noised.sum())
         noise = noise.to(hidden.dtype)
-        return hidden + (noise.transpose(0, 1) if plan.transposed else noise)
+        return hidden + (noise.transpose(0, 1) if transposed else noise)
+
+    def _transposed_at_block(self, hidden: torch.Tensor, plan: NoisePlan) -> bool:
+        """Whether the model turned its embeddings to ``[L, B, d]`` before the block (FSMT, Mega), told by the
+        shape; a square batch is read as the last non-square one was (batch-major before any)."""
+        rows, length = plan.segments.shape
+        if rows != length and hidden.dim() == 3:
+            self._block_transposed = tuple(hidden.shape[:2]) == (length, rows)
+        return self._block_transposed
 
     def _padded_noise(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """transformers' built-in noise, bit for bit: padded length, every position, at the module's output."""

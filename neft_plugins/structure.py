@@ -20,8 +20,8 @@ PLACEHOLDER_KEYS = tuple(
 )
 # Sub-configs whose presence makes a model multimodal.
 MEDIA_CONFIGS = ("vision_config", "audio_config", "video_config")
-# Submodule names of media towers: their blocks never receive the token embeddings.
-MEDIA_TOWER_WORDS = ("vision", "visual", "image", "audio", "video", "speech", "vq", "perceiver")
+# Submodule names of media (and protein) towers: their blocks never receive the token embeddings.
+MEDIA_TOWER_WORDS = ("vision", "visual", "image", "audio", "video", "speech", "vq", "perceiver", "protein")
 # Where blocks are kept, most telling first: a Sequential is often a small projection, so it counts only
 # where a model has no ModuleList.
 BLOCK_STACKS = (nn.ModuleList, nn.Sequential)
@@ -64,6 +64,17 @@ def find_input_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
             "token embeddings; pass the language model itself, or implement get_input_embeddings() on it."
         )
     return embeddings, module_path(base, embeddings)
+
+
+def encoder_embeddings(encoder: nn.Module, model: nn.Module) -> tuple[nn.Module, str]:
+    """For an encoder that does not name its embeddings: its module that shares the weight of the model's
+    input embeddings (the one it runs), else the model's input embeddings themselves."""
+    embeddings, path = find_input_embeddings(model)
+    weight = getattr(embeddings, "weight", None)
+    for name, module in encoder.named_modules():
+        if module is embeddings or (weight is not None and getattr(module, "weight", None) is weight):
+            return module, f"{type(encoder).__name__}.{name}"
+    return embeddings, path
 
 
 def module_path(root: nn.Module, module: nn.Module) -> str:
