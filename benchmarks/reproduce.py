@@ -28,7 +28,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from neft_plugins.demo import assets, grid, grid_summary, noise_probe, pipeline
+import grid
+import grid_summary
+
+from neft_plugins.demo import assets, noise_probe, pipeline
 
 ROOT = Path(__file__).resolve().parent
 

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 
+import grid
+import grid_summary
 import pytest
 
-from neft_plugins.demo import grid, grid_summary, measures
+from neft_plugins.demo import measures
 
 REFERENCES = ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn", "rain falls on roofs"]
 

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from grid import MEASURES, ArmRecord, GridArm, per_example
+
 from neft_plugins.demo import measures, noise_probe, report
-from neft_plugins.demo.grid import MEASURES, ArmRecord, GridArm, per_example
 
 PAPER_DIRECTIONS = {1: "up", -1: "down", 0: "down or equal"}
 KIND_ORDER = ("none", "ours uniform", "builtin uniform", "ours gaussian")
