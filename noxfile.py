@@ -115,7 +115,9 @@ def llamafactory(session: nox.Session, version: str) -> None:
     # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
     if browser:
-        session.run("bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True)
+        session.run(
+            "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
+        )
     stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
     _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs)
 

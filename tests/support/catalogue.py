@@ -55,6 +55,7 @@ PARTS: tuple[tuple[str, int, bool], ...] = (  # (part of a name, size, only shri
     ("expert_num", EXPERTS, True),
     ("rope_head_dim", HEAD_DIM // 2, False),
     ("head_dim", HEAD_DIM, False),
+    ("headdim", HEAD_DIM, False),
     ("d_head", HEAD_DIM, False),
     ("heads", HEADS, False),
     ("intermediate_size", FFN, False),
@@ -87,7 +88,16 @@ FIXES: dict[str, dict[str, Any]] = {
     # Layer indices, not sizes: back to their defaults (each layer its own cache, the last vision layer).
     "mistral_large4_text": {"kv_source_layers": None},
     "molmo2_adapter": {"vision_feature_layer": [-1]},
-    "xmod": {"default_language": "en_XX"},  # adapters are per language: one must be chosen
+    "xmod": {"default_language": "en_XX"},
+    # Recurrent stacks whose defaults have no attention layer within the tiny depth (a cache needs one);
+    # Zamba ties its shared attention across hybrid layers: it needs two.
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    "zamba": {"layers_block_type": ["hybrid", "mamba", "hybrid"]},
+    "zamba2": {
+        "layers_block_type": ["hybrid", "mamba", "hybrid"]
+    },  # adapters are per language: one must be chosen
     # Serialized as (attention, mlp) pairs, every count doubled; input + recurrent + output = all layers.
     "dory": {
         **dict.fromkeys(("n_input_layers", "n_recurrent_layers", "n_output_layers"), 2),
@@ -201,7 +211,7 @@ def _own_config_class(model_class: type, model_type: str) -> type:
 def tiny_config(config_class: type) -> Any:
     """``config_class()``, shrunk: every nested config through the same walk."""
     default = config_class()
-    config = config_class(**_shrink(default.to_dict(), {}))
+    config = config_class(**_shrink(default.to_dict(), {}, default))
     text = text_config(config)
     for nested in _configs(config):
         rope = getattr(nested, "rope_parameters", None) or getattr(nested, "rope_scaling", None)
@@ -226,16 +236,22 @@ def _configs(config: Any) -> Iterator[Any]:
             yield from _configs(value)
 
 
-def _shrink(values: dict[str, Any], token_ids: dict[int, int]) -> dict[str, Any]:
+def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = None) -> dict[str, Any]:
+    """``values``, shrunk. Sizes that the class of ``default`` (the config ``values`` come from) derives when not
+    given (a default of None) are left out, for it to derive them again from the shrunk ones."""
+    derived = _derived_sizes(type(default)) if default is not None else set()
     old_layers = {v for k, v in values.items() if _is_layer_count(k, v) and v > LAYERS}
+    kept = {count: _kept_layers(count, values.values()) for count in old_layers}
     shrunk: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict) and "model_type" in value:
-            value = _shrink(value, token_ids)
+            value = _shrink(value, token_ids)  # derives nothing: a parent may fill in its own defaults
         elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
             value = _first_and_last_layers(value, token_ids)
-        elif isinstance(value, list) and len(value) in old_layers:
-            value = value[: LAYERS - 1] + value[-1:]  # per layer: the first and the last (hybrid stacks)
+        elif isinstance(value, list) and len(value) in kept:
+            value = [value[index] for index in kept[len(value)]]
+        elif _is_layer_count(key, value) and value in kept:
+            value = len(kept[value])
         elif isinstance(value, bool) or not isinstance(value, int | float):
             pass
         elif any(noisy in key for noisy in NOISY):
@@ -245,6 +261,8 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int]) -> dict[str, Any]
         elif "vocab" in key and isinstance(value, int):
             value = min(value, VOCAB)
         elif isinstance(value, int) and value > 0:
+            if key in derived:
+                continue
             value = _size(key, value)
         shrunk[key] = value
     for key in ("eos_token_id", "bos_token_id"):  # lists of ids (Llama 3 style)
@@ -258,11 +276,24 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int]) -> dict[str, Any]
     parts = values.get("qk_nope_head_dim", 0) + values.get("qk_rope_head_dim", 0)
     if "qk_head_dim" in values and values["qk_head_dim"] == parts:
         shrunk["qk_head_dim"] = shrunk["qk_nope_head_dim"] + shrunk["qk_rope_head_dim"]
+    for (
+        key,
+        period,
+    ) in values.items():  # every `period`-th layer from `offset` (Jamba's attention and experts)
+        offset = key.replace("_period", "_offset")
+        if key.endswith("_period") and isinstance(period, int) and isinstance(values.get(offset), int):
+            shrunk[key] = min(period, LAYERS)
+            shrunk[offset] = values[offset] % shrunk[key]
     shrunk.update(FIXES.get(values.get("model_type", ""), {}))
     for key, value in shrunk.items():
         if isinstance(value, dict) and isinstance(value.get("mrope_section"), list):
             shrunk[key] = {**value, "mrope_section": _mrope_section(value["mrope_section"], shrunk)}
     return shrunk
+
+
+def _derived_sizes(config_class: type) -> set[str]:
+    parameters = inspect.signature(config_class.__init__).parameters
+    return {name for name, parameter in parameters.items() if parameter.default is None}
 
 
 def _is_layer_count(key: str, value: Any) -> bool:
@@ -271,6 +302,22 @@ def _is_layer_count(key: str, value: Any) -> bool:
         and not isinstance(value, bool)
         and (EXACT.get(key) == LAYERS or "layers" in key)
     )
+
+
+def _kept_layers(count: int, values: Iterable[Any]) -> list[int]:
+    """The layers a stack of ``count`` keeps: the first, the last and, where a per-layer list names attention
+    layers but none of those, the first attention layer (a hybrid stack's cache needs one)."""
+    kept = {*range(LAYERS - 1), count - 1}
+    for per_layer in (value for value in values if isinstance(value, list) and len(value) == count):
+        attention = [index for index, kind in enumerate(per_layer) if _is_attention(kind)]
+        if attention and not kept & set(attention):
+            kept.add(attention[0])
+    return sorted(kept)
+
+
+def _is_attention(kind: Any) -> bool:
+    kind = str(kind)
+    return ("attention" in kind or kind == "hybrid") and "linear" not in kind
 
 
 def _size(key: str, value: int) -> int:
