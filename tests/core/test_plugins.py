@@ -32,15 +32,22 @@ def neft_schedules():
 '''
 
 
-@pytest.fixture
-def installed_plugin(tmp_path, monkeypatch):
-    (tmp_path / "spike_plugin.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
-    dist_info = tmp_path / "spike_plugin-1.0.dist-info"
+def install_plugin(tmp_path, monkeypatch, module: str, source: str) -> None:
+    """``module`` as an installed distribution whose ``neft_plugins`` entry point names it."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    dist_info = tmp_path / f"{module}-1.0.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: spike-plugin\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[neft_plugins]\nspike = spike_plugin\n")
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(f"[neft_plugins]\n{module.split('_')[0]} = {module}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     plugin_manager.cache_clear()
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    install_plugin(tmp_path, monkeypatch, "spike_plugin", PLUGIN_SOURCE)
     yield
     sys.modules.pop("spike_plugin", None)
     plugin_manager.cache_clear()
@@ -98,15 +105,8 @@ def test_a_hook_that_matches_no_spec_is_an_error_at_registration():
 
 
 def test_a_misspelt_entry_point_plugin_is_an_error_when_plugins_load(tmp_path, monkeypatch):
-    (tmp_path / "misspelt_plugin.py").write_text(
-        "from neft_plugins import hookimpl\n\n@hookimpl\ndef neft_schedule():\n    return {}\n"
-    )
-    dist_info = tmp_path / "misspelt_plugin-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: misspelt-plugin\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[neft_plugins]\nmisspelt = misspelt_plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    plugin_manager.cache_clear()
+    source = "from neft_plugins import hookimpl\n\n@hookimpl\ndef neft_schedule():\n    return {}\n"
+    install_plugin(tmp_path, monkeypatch, "misspelt_plugin", source)
     try:
         with pytest.raises(
             NEFTunePluginError, match=r"misspelt.*'neft_schedule' \(did you mean 'neft_schedules'\?\)"
