@@ -3,7 +3,7 @@
 The part of the demo that is certain. Real training sequences are laid out as a training step would
 see them (padded to the longest, padded to a fixed length, packed into one row), one training-mode
 forward pass runs with each implementation attached, and the noise is read back as what the model's first block
-receives minus what it receives in a clean (no_grad) pass, per sequence, from a hook placed after theirs. Paper
+receives minus what it receives with neither attached, per sequence, from a hook placed after theirs. Paper
 target: each sequence's noise norm ~ alpha / sqrt(3) (uniform noise, per-sequence L).
 """
 
@@ -71,9 +71,9 @@ def build_layouts(sequences: list[list[int]], pad_id: int, fixed_length: int) ->
     return out
 
 
-def _noise_of(model: Any, layout: Layout, seed: int):
-    """What the first block receives in one training-mode forward pass of `model` on `layout`, minus what it
-    receives with autograd off (never noised)."""
+def _first_block_input(model: Any, layout: Layout, seed: int):
+    """What the first block receives in one training-mode forward pass of `model` on `layout` (autograd on,
+    as in training; the layers after it are skipped)."""
     import torch
 
     from neft_plugins.structure import find_first_block
@@ -89,15 +89,13 @@ def _noise_of(model: Any, layout: Layout, seed: int):
     model.train()
     handle = block.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        for grad in (True, False):
-            torch.manual_seed(seed)
-            with torch.set_grad_enabled(grad), contextlib.suppress(_Stop):
-                model(input_ids=layout.input_ids, **layout.kwargs)
+        torch.manual_seed(seed)
+        with torch.enable_grad(), contextlib.suppress(_Stop):
+            model(input_ids=layout.input_ids, **layout.kwargs)
     finally:
         handle.remove()
         model.train(was_training)
-    noised, clean = captured
-    return noised - clean
+    return captured[0]
 
 
 def measure(
@@ -132,17 +130,20 @@ def _measure_layout(model: Any, layout: Layout, sequences: list[list[int]], alph
     from neft_plugins import attach, builtin_neftune
 
     results = {}
+    clean = _first_block_input(
+        model, layout, seed
+    )  # nothing attached (the built-in noises no_grad passes too)
     for impl in ("ours", "built-in"):
         if impl == "ours":
             handle = attach(model, neftune_alpha=alpha)
             try:
-                noise = _noise_of(model, layout, seed)
+                noise = _first_block_input(model, layout, seed) - clean
             finally:
                 handle.detach()
         else:
             hook = builtin_neftune.activate(model, alpha)
             try:
-                noise = _noise_of(model, layout, seed)
+                noise = _first_block_input(model, layout, seed) - clean
             finally:
                 builtin_neftune.deactivate(model, hook)
         squared = noise.float().pow(2).sum(-1)  # [B, T]

@@ -88,16 +88,14 @@ FIXES: dict[str, dict[str, Any]] = {
     # Layer indices, not sizes: back to their defaults (each layer its own cache, the last vision layer).
     "mistral_large4_text": {"kv_source_layers": None},
     "molmo2_adapter": {"vision_feature_layer": [-1]},
-    "xmod": {"default_language": "en_XX"},
+    "xmod": {"default_language": "en_XX"},  # adapters are per language: one must be chosen
     # Recurrent stacks whose defaults have no attention layer within the tiny depth (a cache needs one);
     # Zamba ties its shared attention across hybrid layers: it needs two.
     "bamba": {"attn_layer_indices": [1]},
     "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
     "zamba": {"layers_block_type": ["hybrid", "mamba", "hybrid"]},
-    "zamba2": {
-        "layers_block_type": ["hybrid", "mamba", "hybrid"]
-    },  # adapters are per language: one must be chosen
+    "zamba2": {"layers_block_type": ["hybrid", "mamba", "hybrid"], "hybrid_layer_ids": [0, 2]},
     # Serialized as (attention, mlp) pairs, every count doubled; input + recurrent + output = all layers.
     "dory": {
         **dict.fromkeys(("n_input_layers", "n_recurrent_layers", "n_output_layers"), 2),
@@ -214,6 +212,11 @@ def tiny_config(config_class: type) -> Any:
     config = config_class(**_shrink(default.to_dict(), {}, default))
     text = text_config(config)
     for nested in _configs(config):
+        for key, value in list(vars(nested).items()):
+            named = _named_size(key)
+            # Left for the checkpoint to fill (Ministral's head_dim, DeepSeek-V2's experts); not layer indices.
+            if value is None and named is not None and "layer" not in key:
+                setattr(nested, key, named[0])
         rope = getattr(nested, "rope_parameters", None) or getattr(nested, "rope_scaling", None)
         if rope is None and nested is text and text is not config and hasattr(nested, "rope_scaling"):
             rope = nested.rope_scaling = {"rope_type": "default", "type": "default"}  # 4.x: read unguarded
@@ -237,9 +240,9 @@ def _configs(config: Any) -> Iterator[Any]:
 
 
 def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = None) -> dict[str, Any]:
-    """``values``, shrunk. Sizes that the class of ``default`` (the config ``values`` come from) derives when not
-    given (a default of None) are left out, for it to derive them again from the shrunk ones."""
-    derived = _derived_sizes(type(default)) if default is not None else set()
+    """``values``, shrunk. Sizes that the class of ``default`` (the config ``values`` come from) derives are left
+    out, for it to derive them again from the shrunk ones."""
+    taken = _taken(type(default)) if default is not None else None
     old_layers = {v for k, v in values.items() if _is_layer_count(k, v) and v > LAYERS}
     kept = {count: _kept_layers(count, values.values()) for count in old_layers}
     shrunk: dict[str, Any] = {}
@@ -261,7 +264,7 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = No
         elif "vocab" in key and isinstance(value, int):
             value = min(value, VOCAB)
         elif isinstance(value, int) and value > 0:
-            if key in derived:
+            if taken is not None and key not in taken:
                 continue
             value = _size(key, value)
         shrunk[key] = value
@@ -273,6 +276,8 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = No
         "qk_rope_head_dim" in values and values.get("head_dim") == values["qk_rope_head_dim"]
     ):  # DeepSeek's MLA
         shrunk["head_dim"] = shrunk["qk_rope_head_dim"]
+    if values.get("qk_nope_head_dim") == values.get("qk_rope_head_dim") is not None:  # Mistral 4's rotary half
+        shrunk["qk_nope_head_dim"] = shrunk["qk_rope_head_dim"]
     parts = values.get("qk_nope_head_dim", 0) + values.get("qk_rope_head_dim", 0)
     if "qk_head_dim" in values and values["qk_head_dim"] == parts:
         shrunk["qk_head_dim"] = shrunk["qk_nope_head_dim"] + shrunk["qk_rope_head_dim"]
@@ -291,9 +296,11 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = No
     return shrunk
 
 
-def _derived_sizes(config_class: type) -> set[str]:
+def _taken(config_class: type) -> set[str]:
+    """What the config class takes with a default: other values are derived (defaults of None, attributes set
+    in ``__init__``)."""
     parameters = inspect.signature(config_class.__init__).parameters
-    return {name for name, parameter in parameters.items() if parameter.default is None}
+    return {name for name, parameter in parameters.items() if parameter.default not in (None, parameter.empty)}
 
 
 def _is_layer_count(key: str, value: Any) -> bool:
@@ -321,12 +328,18 @@ def _is_attention(kind: Any) -> bool:
 
 
 def _size(key: str, value: int) -> int:
+    named = _named_size(key)
+    if named is None:
+        return value
+    size, only_shrink = named
+    return min(value, size) if only_shrink else size
+
+
+def _named_size(key: str) -> tuple[int, bool] | None:
+    """The size ``EXACT`` or ``PARTS`` name for ``key``, and whether it only shrinks."""
     if key in EXACT:
-        return EXACT[key]
-    for part, size, only_shrink in PARTS:
-        if part in key:
-            return min(value, size) if only_shrink else size
-    return value
+        return EXACT[key], False
+    return next(((size, only) for part, size, only in PARTS if part in key), None)
 
 
 def _first_and_last_layers(per_layer: dict[Any, Any], token_ids: dict[int, int]) -> dict[Any, Any]:
