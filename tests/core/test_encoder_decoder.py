@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from neft_plugins import NEFTuneCallback, NEFTuneConfigError, attach
+from neft_plugins import NEFTuneAttachError, NEFTuneCallback, NEFTuneConfigError, attach
 from support.noise import assert_near_paper_norm
 from support.tiny import make_tokenizer, prompt_completion_records, short_run_args
 
@@ -112,3 +112,24 @@ def test_seq2seq_trainer_noises_each_instruction(tmp_path, caplog):
     logged = [entry for entry in trainer.state.log_history if "neft/noise_norm" in entry]
     assert len(logged) == 3
     assert_near_paper_norm([entry["neft/noise_norm"] for entry in logged], ALPHA, rel=0.05)
+
+
+def test_layer_drop_is_refused_at_attach():
+    """LayerDrop skips blocks at random in training, the first one included: its noise would go with it."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_layerdrop=0.1,
+    )
+    with pytest.raises(
+        NEFTuneAttachError, match=r"BartConfig.encoder_layerdrop = 0.1: LayerDrop skips blocks"
+    ):
+        attach(BartForConditionalGeneration(config), neftune_alpha=ALPHA)
