@@ -69,6 +69,8 @@ PARTS: tuple[tuple[str, int, bool], ...] = (  # (part of a name, size, only shri
     ("n_ctx", POSITIONS, True),
     ("max_seq_len", POSITIONS, True),
     ("max_sequence_length", POSITIONS, True),
+    ("sliding_window", POSITIONS, True),
+    ("attention_window", 16, True),  # Longformer's: the input is padded to a multiple of it
 )
 NOISY = ("dropout", "layerdrop", "pdrop", "drop_path", "jitter")  # any attribute containing one -> 0
 TOKEN_ID_SUFFIXES = ("_token_id", "_token_ids", "_token_index", "_id")
@@ -96,6 +98,18 @@ FIXES: dict[str, dict[str, Any]] = {
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
     "zamba": {"layers_block_type": ["hybrid", "mamba", "hybrid"]},
     "zamba2": {"layers_block_type": ["hybrid", "mamba", "hybrid"], "hybrid_layer_ids": [0, 2]},
+    # Left for the checkpoint to fill, and not a size.
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    # The rest of Qwen4-Exp's QSA indexer is sizes, filled after construction; these two are not.
+    "qwen4_exp_text": {"indexer_budget": 8, "indexer_compress_ratio": 4},
+    "chameleon": {"vocabulary_map": {"<image>": VOCAB - 16}},
+    "emu3": {"vocabulary_map": {"<image>": VOCAB - 16}},
+    "qwen2_5_omni_thinker": {"vision_start_token_id": VOCAB - 16},
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": VOCAB - 16},
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # (pattern, repeats): one per layer
+    "transfo-xl": {"cutoffs": [64, 128]},  # adaptive softmax clusters, within the vocabulary
+    # Of 2 layers, one sharing an earlier one's cache would read a cache no layer of its type makes.
+    "gemma3n_text": {"num_kv_shared_layers": 0},
     # Serialized as (attention, mlp) pairs, every count doubled; input + recurrent + output = all layers.
     "dory": {
         **dict.fromkeys(("n_input_layers", "n_recurrent_layers", "n_output_layers"), 2),
@@ -105,9 +119,10 @@ FIXES: dict[str, dict[str, Any]] = {
     # Axial position shape must multiply to the sequence length it is trained on; a causal LM must decode.
     "reformer": {
         "is_decoder": True,
-        "axial_pos_shape": [8, 16],
+        "axial_pos_shape": [5, 6],
         "axial_pos_embds_dim": [32, 32],
-        "max_position_embeddings": 128,
+        "max_position_embeddings": 30,
+        **dict.fromkeys(("lsh_attn_chunk_length", "local_attn_chunk_length"), 10),
     },
 }
 
@@ -252,9 +267,13 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = No
         elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
             value = _first_and_last_layers(value, token_ids)
         elif isinstance(value, list) and len(value) in kept:
-            value = [value[index] for index in kept[len(value)]]
+            value = [
+                _size(key, v) if _is_size(v) else v for v in (value[index] for index in kept[len(value)])
+            ]
         elif _is_layer_count(key, value) and value in kept:
             value = len(kept[value])
+        elif isinstance(value, bool) and "kernel" in key:
+            value = False  # CUDA-only kernels (Jamba's, Zamba's on 4.x)
         elif isinstance(value, bool) or not isinstance(value, int | float):
             pass
         elif any(noisy in key for noisy in NOISY):
@@ -276,7 +295,8 @@ def _shrink(values: dict[str, Any], token_ids: dict[int, int], default: Any = No
         "qk_rope_head_dim" in values and values.get("head_dim") == values["qk_rope_head_dim"]
     ):  # DeepSeek's MLA
         shrunk["head_dim"] = shrunk["qk_rope_head_dim"]
-    if values.get("qk_nope_head_dim") == values.get("qk_rope_head_dim") is not None:  # Mistral 4's rotary half
+    # Mistral 4's rotary half of the head: equal parts stay equal.
+    if values.get("qk_nope_head_dim") == values.get("qk_rope_head_dim") is not None:
         shrunk["qk_nope_head_dim"] = shrunk["qk_rope_head_dim"]
     parts = values.get("qk_nope_head_dim", 0) + values.get("qk_rope_head_dim", 0)
     if "qk_head_dim" in values and values["qk_head_dim"] == parts:
@@ -300,15 +320,17 @@ def _taken(config_class: type) -> set[str]:
     """What the config class takes with a default: other values are derived (defaults of None, attributes set
     in ``__init__``)."""
     parameters = inspect.signature(config_class.__init__).parameters
-    return {name for name, parameter in parameters.items() if parameter.default not in (None, parameter.empty)}
+    return {
+        name for name, parameter in parameters.items() if parameter.default not in (None, parameter.empty)
+    }
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _is_layer_count(key: str, value: Any) -> bool:
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and (EXACT.get(key) == LAYERS or "layers" in key)
-    )
+    return _is_size(value) and (EXACT.get(key) == LAYERS or "layers" in key)
 
 
 def _kept_layers(count: int, values: Iterable[Any]) -> list[int]:
@@ -425,11 +447,14 @@ def text_batch(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def text_embeddings(model: nn.Module) -> list[nn.Module]:
     """The token embedding modules the text stack may run: ``get_input_embeddings()`` and, for an
-    encoder-decoder, the encoder's own (T5 on transformers 5 runs it, not the shared one)."""
+    encoder-decoder, the encoder's own (T5 on transformers 5 runs it, not the shared one; mBART on 4.46 its
+    ``embed_tokens``, a copy sharing the weight)."""
     candidates = [model.get_input_embeddings()]
     if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        encoder = model.get_encoder()
+        candidates.append(getattr(encoder, "embed_tokens", None))
         with contextlib.suppress(NotImplementedError, AttributeError):
-            candidates.append(model.get_encoder().get_input_embeddings())
+            candidates.append(encoder.get_input_embeddings())
     return [module for module in dict.fromkeys(candidates) if isinstance(module, nn.Module)]
 
 
