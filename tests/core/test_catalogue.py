@@ -244,6 +244,31 @@ def names_the_model(message: str, model: torch.nn.Module) -> bool:
     return any(name in message for name in names)
 
 
+# Classes NEFTune refuses, with what the refusal must say, on every tested version that ships them (checked
+# both ways, so a class that is right cannot slip into a refusal unseen).
+REFUSED: dict[str, str] = {
+    "blt:BltForCausalLM": "keeps its layers in parallel stacks",
+    "cpmant:CpmAntForCausalLM": "embedded token ids of shape",
+    "deepseek_v4:DeepseekV4ForCausalLM": "received hidden states of shape",
+    "gemma3n_text:Gemma3nForCausalLM": "received hidden states of shape",
+    "glm5_next:Glm5NextForConditionalGeneration": "received hidden states of shape",
+    "hy_v4:HYV4ForCausalLM": "received hidden states of shape",
+    "hy_v4_vl:HYV4VLForConditionalGeneration": "received hidden states of shape",
+    "kosmos-2.5:Kosmos2_5ForConditionalGeneration": "names no placeholder token id",
+    "led:LEDForConditionalGeneration": "embedded token ids of shape",
+    "minicpm_ocr:MiniCPMOcrForConditionalGeneration": "names no placeholder token id",
+    "minicpmv4_6:MiniCPMV4_6ForConditionalGeneration": "names no placeholder token id",
+    "minicpmv4_7:MiniCPMV4_7ForConditionalGeneration": "names no placeholder token id",
+    "nemotron_h_omni:NemotronH_Omni_Reasoning_V3": "names no placeholder token id",
+    "pegasus_x:PegasusXForConditionalGeneration": "received hidden states of shape",
+    "phi4_multimodal:Phi4MultimodalForCausalLM": "names no placeholder token id",
+    "prophetnet:ProphetNetForCausalLM": "received hidden states of shape",
+    "voxtral:VoxtralForConditionalGeneration": "names no placeholder token id",
+    "xlm-prophetnet:XLMProphetNetForCausalLM": "received hidden states of shape",
+    "xlm:XLMWithLMHeadModel": "keeps its layers in parallel stacks",
+}
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=[entry.id for entry in ENTRIES])
 def test_noise_reaches_the_first_block_at_the_paper_norm_or_is_refused(entry: Entry) -> None:
     with one_thread():
@@ -259,10 +284,15 @@ def test_noise_reaches_the_first_block_at_the_paper_norm_or_is_refused(entry: En
         assert reason is None, f"{entry.id} builds and runs on this version: correct CANNOT_BUILD"
         result = measure(entry, model)
 
+    expected_refusal = REFUSED.get(entry.id)
     if result.status == "refused":
-        assert result.detail.strip(), "a refusal says why"
+        assert expected_refusal is not None, f"{entry.id} is refused but not in REFUSED: {result.detail}"
+        assert expected_refusal in result.detail, (
+            f"the refusal says why ({expected_refusal!r}): {result.detail}"
+        )
         assert names_the_model(result.detail, model), f"the refusal names the model: {result.detail}"
         return
+    assert expected_refusal is None, f"{entry.id} is no longer refused ({result.status}): correct REFUSED"
     low, high = RATIO_RANGE
     ratios = ", ".join(f"{ratio:.3f}" for ratio in result.ratios)
     assert result.ratios, f"no sequence measured: {result.detail}"
