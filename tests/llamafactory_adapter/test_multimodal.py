@@ -103,7 +103,9 @@ def test_image_text_run_noises_text_tokens_with_the_paper_norm(
     )
     assert result.returncode == 0, result.text[-6000:]
 
-    attached = rf"{re.escape(ATTACHED)} {type(tiny.model).__name__}\.\S*embed_tokens \(alpha={ALPHA}"
+    attached = (
+        rf"{re.escape(ATTACHED)} the input of {type(tiny.model).__name__}\.\S*layers\.0 \(alpha={ALPHA}"
+    )
     assert re.search(attached, result.stderr), result.stderr[-3000:]
     assert_noise_norms(result.metrics, ALPHA, steps=3)  # printed to the console
     assert_noise_norms(result.history(), ALPHA, steps=3)  # trainer_state.json

@@ -11,7 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from neft_plugins.integrations.llamafactory.train import run_train
-from support.blocks import hidden_states_of
+from support.blocks import first_decoder_layer, hidden_states_of
 
 
 class FirstBlockSpy(TrainerCallback):
@@ -24,8 +24,7 @@ class FirstBlockSpy(TrainerCallback):
         self._clean: torch.Tensor | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        block = base.get_decoder().layers[0]
+        block = first_decoder_layer(model)
         model.register_forward_pre_hook(self._enter, with_kwargs=True)
         model.register_forward_hook(self._leave, always_call=True)
         block.register_forward_pre_hook(self._before_neftune, with_kwargs=True, prepend=True)
