@@ -216,7 +216,7 @@ class NEFTuneHandle:
         if self.config.neftune_length == "padded":
             return output + self._padded_noise(output, embedded, plan)
         if self.first_block is None:
-            return self._add_noise(output, plan)
+            return output + self._noise_for(output, plan)
         self.calls.plan = plan
         return None
 
@@ -229,10 +229,10 @@ class NEFTuneHandle:
                     f"{self.noise_site.removeprefix('the input of ')} was called without a hidden-states "
                     "tensor, so NEFTune has nothing to add its noise to."
                 )
-            noised = self._add_noise(hidden, plan)
+            noise = self._noise_for(hidden, plan)
             if may_recompute(module):
-                self.replays.keep(hidden, noised - hidden)
-            return rebuild(noised)
+                self.replays.keep(hidden, noise)
+            return rebuild(hidden + noise)
         noise = self.replays.replay_for(hidden) if hidden is not None else None
         return rebuild(hidden + noise) if noise is not None else None
 
@@ -278,8 +278,9 @@ class NEFTuneHandle:
         counts = self._token_counts(segments, noised) if self.config.neftune_length == "sequence" else None
         return NoisePlan(segments, noised, counts, transposed)
 
-    def _add_noise(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
-        """``hidden`` plus ``alpha / sqrt(L_s * d)`` noise per sequence (d: ``hidden``'s width), recorded."""
+    def _noise_for(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
+        """``alpha / sqrt(L_s * d)`` noise per sequence for ``hidden`` (d: its width), in its dtype and layout,
+        recorded."""
         transposed = plan.transposed or self._transposed_at_block(hidden, plan)
         received = hidden.transpose(0, 1) if transposed else hidden
         if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
@@ -295,7 +296,7 @@ class NEFTuneHandle:
         noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
         self._observe(received, noise, plan.segments, plan.noised, plan.noised.sum())
         noise = noise.to(hidden.dtype)
-        return hidden + (noise.transpose(0, 1) if transposed else noise)
+        return noise.transpose(0, 1) if transposed else noise
 
     def _transposed_at_block(self, hidden: torch.Tensor, plan: NoisePlan) -> bool:
         """Whether the model turned its embeddings to ``[L, B, d]`` before the block (FSMT, Mega), told by the
