@@ -3,9 +3,6 @@
 import json
 import logging
 import math
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,34 +13,12 @@ from trl import SFTConfig, SFTTrainer
 from neft_plugins import NEFTuneCallback, neftune
 from neft_plugins.callback import STATE_FILE
 from support.blocks import first_block_inputs
-from support.env import subprocess_env
+from support.distributed import torchrun
 from support.noise import assert_near_paper_norm, paper_norm
 from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
 from support.versions import transformers_resumes_under_torch_2_13
 
 HERE = Path(__file__).parent
-
-
-def torchrun(script: str, *args: str) -> None:
-    """Run a script of this folder in 2 CPU processes (gloo)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-    ]
-    subprocess.run(
-        [*command, "--master_port", port, str(HERE / script), *args],
-        check=True,
-        timeout=300,
-        env=subprocess_env(),
-    )
 
 
 @pytest.mark.parametrize(
@@ -57,7 +32,7 @@ def torchrun(script: str, *args: str) -> None:
 def test_two_ranks_draw_different_noise_of_the_right_norm(
     tmp_path, strategy, seed, wrapper, assert_noise_norms
 ):
-    torchrun("distributed_train.py", str(tmp_path), seed, strategy)
+    torchrun(HERE / "distributed_train.py", str(tmp_path), seed, strategy)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["wrapper"].startswith(wrapper) for rank in ranks)
     assert ranks[0]["torch_seed"] == ranks[1]["torch_seed"], "both ranks seeded the global RNG alike"
@@ -70,7 +45,7 @@ def test_two_ranks_draw_different_noise_of_the_right_norm(
 
 def test_context_parallel_counts_the_whole_sequence(tmp_path, assert_noise_norms):
     """Each rank holds half of every sequence; L must still be the whole sequence's length."""
-    torchrun("context_parallel_train.py", str(tmp_path))
+    torchrun(HERE / "context_parallel_train.py", str(tmp_path))
     result = json.loads((tmp_path / "context_parallel.json").read_text())
     assert_noise_norms(torch.tensor(result["with_group"]), 5.0, 5 * 64)
     # Counting only the local slice over-noises each rank's half: sqrt(2) too much for a sequence split in two.
