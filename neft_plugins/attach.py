@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neft_plugins import opaque
 from neft_plugins.calls import CallTracker, NoisePlan
 from neft_plugins.config import NEFTuneConfig, as_config, check_no_double_noise
 from neft_plugins.errors import (
@@ -29,7 +30,7 @@ from neft_plugins.noise import (
     without_unsupervised,
 )
 from neft_plugins.plugins import distributions, plugin_manager, schedules
-from neft_plugins.record import NoiseRecord
+from neft_plugins.record import NoiseRecord, measure
 from neft_plugins.stats import NoiseStats
 from neft_plugins.stream import NoiseStream, Replays, may_recompute
 from neft_plugins.structure import (
@@ -121,6 +122,7 @@ class NEFTuneHandle:
             f"the input of {block_path}" if block_path else f"the output of {self.embeddings_path}"
         )
         self.alpha = config.neftune_alpha
+        self._noising = self.alpha > 0  # a bool, not alpha: a compiled graph guards on it, and alpha changes
         self.stats = NoiseStats(self)
         self._sample = distributions()[config.neftune_distribution]
         self._schedule = schedules()[config.neftune_schedule]
@@ -130,23 +132,21 @@ class NEFTuneHandle:
         self.stream = NoiseStream(config.neftune_seed)
         self.replays = Replays(block_path or self.embeddings_path)
         self._runs_at_last_read = 0
+        self._ids_transposed = (
+            False  # learnt from each batch's ids, kept for a compiled graph's square batches
+        )
         self._block_transposed = False  # learnt from the first non-square batch
         self._warned_nothing_noised = False
         self._plugins = plugin_manager()
         self._plugins.register(self.stats)
-        # Eager even inside torch.compile: observers and schedules must not become graph guards.
+        opaque.register(id(self), self._draw, self._observe_measured)
         self._hooks = [
             *self.calls.register(model),
-            *(
-                module.register_forward_hook(torch.compiler.disable(self._embedding_hook))
-                for module in dict.fromkeys(watched)
-            ),
+            *(module.register_forward_hook(self._embedding_hook) for module in dict.fromkeys(watched)),
         ]
         if self.first_block is not None:
             self._hooks.append(
-                self.first_block.register_forward_pre_hook(
-                    torch.compiler.disable(self._first_block_hook), with_kwargs=True
-                )
+                self.first_block.register_forward_pre_hook(self._first_block_hook, with_kwargs=True)
             )
         _attached[self.embeddings] = self
         settings = ", ".join(
@@ -163,6 +163,7 @@ class NEFTuneHandle:
         self.calls.clear()
         self.replays.clear()
         self._plugins.unregister(self.stats)
+        opaque.unregister(id(self))
         _attached.pop(self.embeddings, None)
         logger.warning("neft_plugins: detached NEFTune from %s", self.noise_site)
 
@@ -170,13 +171,16 @@ class NEFTuneHandle:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
         self.replays.clear()  # the last step's backward passes are done
         self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
+        self._noising = self.alpha > 0
         return self.alpha
 
     def read_logs(self) -> dict[str, float]:
         """The ``neft/*`` log entries since the last read; warns once if training passes ran but no token got
         noise (the case a log line alone would not make obvious)."""
+        observed = self.stats.records
         logs = self.stats.read_and_reset(self.alpha)
-        ran = self.calls.embedding_runs > self._runs_at_last_read
+        # Inside a compiled graph the runs are not counted (a counter would be a guard): its records tell.
+        ran = self.calls.embedding_runs > self._runs_at_last_read or observed > 0
         self._runs_at_last_read = self.calls.embedding_runs
         if ran and self.alpha > 0 and logs["neft/tokens_noised"] == 0 and not self._warned_nothing_noised:
             self._warned_nothing_noised = True
@@ -200,8 +204,9 @@ class NEFTuneHandle:
     def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if not (module.training and torch.is_grad_enabled()) or self.calls.in_decoder():
             return None  # not a training pass, or the decoder's teacher-forced input: not the instruction
-        self.calls.embedding_runs += 1
-        if self.alpha <= 0:
+        if not torch.compiler.is_compiling():
+            self.calls.embedding_runs += 1
+        if not self._noising:
             return None
         if not isinstance(output, torch.Tensor) or output.dim() != 3:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
@@ -230,10 +235,13 @@ class NEFTuneHandle:
                     "tensor, so NEFTune has nothing to add its noise to."
                 )
             noise = self._noise_for(hidden, plan)
-            if may_recompute(module):
+            # A compiled graph's checkpointing recomputes inside the graph, without running this hook again.
+            if not torch.compiler.is_compiling() and may_recompute(module):
                 self.replays.keep(hidden, noise)
             return rebuild(hidden + noise)
-        noise = self.replays.replay_for(hidden) if hidden is not None else None
+        if hidden is None or torch.compiler.is_compiling():
+            return None
+        noise = self.replays.replay_for(hidden)
         return rebuild(hidden + noise) if noise is not None else None
 
     def _transposed(self, call: Mapping[str, Any], args: tuple) -> bool:
@@ -245,13 +253,17 @@ class NEFTuneHandle:
             return False
         rows, length = input_ids.shape
         if embedded_ids.shape == input_ids.shape:
-            # A square batch cannot tell a transposed layout by shape (the only case that syncs).
-            return (
-                rows == length
-                and torch.equal(embedded_ids, input_ids.T)
-                and not torch.equal(embedded_ids, input_ids)
-            )
+            if rows != length:
+                self._ids_transposed = False
+            elif not torch.compiler.is_compiling():
+                # A square batch cannot tell a transposed layout by shape (the only case that syncs, so the
+                # compiled graph reads it as the last non-square batch was).
+                self._ids_transposed = torch.equal(embedded_ids, input_ids.T) and not torch.equal(
+                    embedded_ids, input_ids
+                )
+            return self._ids_transposed
         if embedded_ids.shape == (length, rows):
+            self._ids_transposed = True
             return True
         raise NEFTuneInputError(
             f"{self.embeddings_path} embedded token ids of shape {tuple(embedded_ids.shape)} for input_ids of "
@@ -290,10 +302,9 @@ class NEFTuneHandle:
                 "removes or re-lays positions between its embeddings and its first block, so NEFTune cannot line "
                 "the batch's masks up with them. Refusing rather than noise the wrong positions."
             )
-        scale = per_token_scale(plan.segments, plan.noised, self.alpha, received.shape[2], plan.counts)
-        buffer = torch.empty(received.shape, dtype=noise_dtype(received), device=received.device)
-        noise = self._sample(buffer, 1.0, self.stream.generator_for(received.device))
-        noise.mul_(scale.to(noise.dtype).unsqueeze(-1))
+        scale = per_token_scale(plan.segments, plan.noised, received.shape[2], plan.counts)
+        noise = opaque.draw_noise(id(self), received.shape, noise_dtype(received), received.device)
+        noise.mul_(scale.unsqueeze(-1))
         self._observe(received, noise, plan.segments, plan.noised, plan.noised.sum())
         noise = noise.to(hidden.dtype)
         return noise.transpose(0, 1) if transposed else noise
@@ -308,12 +319,16 @@ class NEFTuneHandle:
 
     def _padded_noise(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """transformers' built-in noise, bit for bit: padded length, every position, at the module's output."""
-        magnitude = padded_magnitude(self.alpha, output.shape[1], output.shape[2])
-        noise = self._sample(torch.empty_like(output), magnitude, self.stream.generator_for(output.device))
+        noise = opaque.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)
         received = noise.transpose(0, 1) if plan.transposed else noise
         tokens = plan.segments.new_tensor(plan.segments.numel())
         self._observe(embedded, received, plan.segments, plan.segments > 0, tokens)
         return noise
+
+    def _draw(self, out: torch.Tensor, padded: bool) -> torch.Tensor:
+        """Fill ``out`` ([B, L, d]) from the noise stream: magnitude alpha, or the built-in's padded-length bound."""
+        magnitude = padded_magnitude(self.alpha, out.shape[1], out.shape[2]) if padded else self.alpha
+        return self._sample(out, magnitude, self.stream.generator_for(out.device))
 
     def _observe(
         self,
@@ -323,7 +338,16 @@ class NEFTuneHandle:
         measured: torch.Tensor,
         tokens: torch.Tensor,
     ) -> None:
-        record = NoiseRecord.measure(self, self.alpha, clean, noise, segments, measured, tokens)
+        opaque.observe(id(self), *measure(clean, noise, segments, measured), tokens)
+
+    def _observe_measured(
+        self,
+        noise_norms: torch.Tensor,
+        embed_norms: torch.Tensor,
+        is_sequence: torch.Tensor,
+        tokens: torch.Tensor,
+    ) -> None:
+        record = NoiseRecord(self, self.alpha, noise_norms, embed_norms, is_sequence, tokens)
         self._plugins.hook.neft_observe(record=record)
 
     def _text_positions(

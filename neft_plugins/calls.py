@@ -102,7 +102,7 @@ class CallTracker:
                 "embeddings around its first block; attach to a model whose blocks run in order, or report the "
                 "model to neft-plugins."
             )
-        trained = module.training and torch.is_grad_enabled()
+        trained = module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if trained and self.embedding_runs == runs_before and not self._warned_bypass:
             self._warned_bypass = True
             logger.warning(

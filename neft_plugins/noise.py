@@ -6,6 +6,9 @@ noise and L_s = |T_s|. Each t in T_s gets ``alpha / sqrt(L_s * d) * eps_t``; eve
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 
 IGNORE_INDEX = -100
@@ -77,23 +80,30 @@ def without_unsupervised(segment_ids: torch.Tensor, labels: torch.Tensor) -> tor
 def per_token_scale(
     segment_ids: torch.Tensor,
     noised: torch.Tensor,
-    alpha: float,
     dim: int,
     counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``alpha / sqrt(L_s * dim)`` at each noised position of segment s (float32), 0 elsewhere.
+    """``1 / sqrt(L_s * dim)`` at each noised position of segment s (float32), 0 elsewhere: noise drawn with
+    magnitude alpha, times this, is the paper's.
 
     L_s comes from ``counts`` (default: ``segment_token_counts``). Segment ids must lie in 0..length.
     """
     if counts is None:
         counts = segment_token_counts(segment_ids, noised)
+    # Counts of 0 (no noised token) clamped to 1 keep rsqrt finite; `noised` zeroes those positions.
     tokens_in_segment = counts.gather(1, segment_ids * noised).clamp_(min=1.0)
-    return noised.to(torch.float32) * torch.rsqrt(tokens_in_segment * dim) * alpha
+    return torch.rsqrt(tokens_in_segment.mul_(dim)).mul_(noised)
 
 
-def padded_magnitude(alpha: float, length: int, dim: int) -> torch.Tensor:
-    """transformers' built-in bound, ``alpha / sqrt(padded_length * dim)``, computed exactly as it does."""
-    return alpha / torch.sqrt(torch.tensor(length * dim))
+def padded_magnitude(alpha: float, length: int, dim: int) -> float:
+    """transformers' built-in bound, ``alpha / torch.sqrt(torch.tensor(length * dim))``, to the bit: float32
+    arithmetic, computed on the host without a tensor (the built-in's tensor bound syncs with the device)."""
+    root = _float32(math.sqrt(_float32(length * dim)))
+    return _float32(_float32(alpha) / root)
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def noise_dtype(embeddings: torch.Tensor) -> torch.dtype:

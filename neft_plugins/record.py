@@ -25,32 +25,21 @@ class NoiseRecord:
     is_sequence: torch.Tensor
     tokens_noised: torch.Tensor
 
-    @classmethod
-    def measure(
-        cls,
-        source: object,
-        alpha: float,
-        clean: torch.Tensor,
-        noise: torch.Tensor,
-        segment_ids: torch.Tensor,
-        measured: torch.Tensor,
-        tokens_noised: torch.Tensor,
-    ) -> NoiseRecord:
-        """Norms over the ``measured`` positions of each segment."""
-        with torch.no_grad():
-            measured = segment_ids * measured
-            is_sequence = torch.zeros(measured.shape[0], measured.shape[1] + 1, device=measured.device)
-            is_sequence = is_sequence.scatter_(1, measured, 1.0).bool()
-            is_sequence[:, 0] = False
-            return cls(
-                source=source,
-                alpha=alpha,
-                noise_norms=segment_norms(torch.linalg.vector_norm(noise, dim=-1).square(), measured),
-                embed_norms=segment_norms(torch.linalg.vector_norm(clean, dim=-1).square(), measured),
-                is_sequence=is_sequence,
-                tokens_noised=tokens_noised,
-            )
-
     def sequence_noise_norms(self) -> torch.Tensor:
         """The noise norm of every sequence in the batch, as a flat tensor (syncs)."""
         return self.noise_norms[self.is_sequence]
+
+
+def measure(
+    clean: torch.Tensor, noise: torch.Tensor, segment_ids: torch.Tensor, measured: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A record's ``noise_norms``, ``embed_norms`` and ``is_sequence``: norms over the ``measured`` positions of
+    each segment."""
+    with torch.no_grad():
+        measured = segment_ids * measured
+        is_sequence = torch.zeros(measured.shape[0], measured.shape[1] + 1, device=measured.device)
+        is_sequence = is_sequence.scatter_(1, measured, 1.0).bool()
+        is_sequence[:, 0] = False
+        noise_norms = segment_norms(torch.linalg.vector_norm(noise, dim=-1).square(), measured)
+        embed_norms = segment_norms(torch.linalg.vector_norm(clean, dim=-1).square(), measured)
+        return noise_norms, embed_norms, is_sequence

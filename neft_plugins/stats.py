@@ -16,6 +16,7 @@ class NoiseStats:
         self._reset()
 
     def _reset(self) -> None:
+        self.records = 0
         self._noise_norm_sum: torch.Tensor | float = 0.0
         self._embed_norm_sum: torch.Tensor | float = 0.0
         self._sequences: torch.Tensor | int = 0
@@ -25,6 +26,7 @@ class NoiseStats:
     def neft_observe(self, record: NoiseRecord) -> None:
         if record.source is not self.source:
             return
+        self.records += 1
         self._noise_norm_sum = self._noise_norm_sum + (record.noise_norms * record.is_sequence).sum()
         self._embed_norm_sum = self._embed_norm_sum + (record.embed_norms * record.is_sequence).sum()
         self._sequences = self._sequences + record.is_sequence.sum()

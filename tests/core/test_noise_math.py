@@ -28,7 +28,7 @@ def read_segments(batch_shape, **inputs):
 
 def test_scale_uses_each_sequences_own_length_and_zero_elsewhere():
     segments = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-    scale = per_token_scale(segments, segments > 0, alpha=5.0, dim=DIM)
+    scale = 5.0 * per_token_scale(segments, segments > 0, dim=DIM)
     assert torch.allclose(scale[0, :3], torch.full((3,), 5 / math.sqrt(3 * DIM)))
     assert torch.equal(scale[0, 3:], torch.zeros(3))
     assert torch.allclose(scale[1], torch.full((6,), 5 / math.sqrt(6 * DIM)))
@@ -36,7 +36,7 @@ def test_scale_uses_each_sequences_own_length_and_zero_elsewhere():
 
 def test_scale_counts_tokens_per_segment_of_a_packed_row():
     segments = torch.tensor([[1, 1, 2, 2, 2, 2, 3, 0]])
-    scale = per_token_scale(segments, segments > 0, alpha=1.0, dim=1)
+    scale = per_token_scale(segments, segments > 0, dim=1)
     expected = torch.tensor([[1 / math.sqrt(2)] * 2 + [0.5] * 4 + [1.0] + [0.0]])
     assert torch.allclose(scale, expected)
 
@@ -48,7 +48,7 @@ def test_scope_counts_only_the_tokens_in_scope():
     prompt = scope_mask(segments, labels, "prompt")
     assert response.tolist() == [[False, False, True, True, True, False]]
     assert prompt.tolist() == [[True, True, False, False, False, False]]
-    scale = per_token_scale(segments, response, alpha=1.0, dim=1)
+    scale = per_token_scale(segments, response, dim=1)
     assert torch.allclose(
         scale, torch.tensor([[0, 0, 1 / math.sqrt(3)] * 1 + [1 / math.sqrt(3)] * 2 + [0.0]])
     )
