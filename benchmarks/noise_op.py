@@ -23,6 +23,7 @@ import random
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from overhead import ALPHA, ARMS, Arm, rotated, write_results
@@ -74,6 +75,21 @@ def packed_row(
         "input_ids": input_ids,
         "position_ids": (torch.arange(length) - start_of).unsqueeze(0),
         "labels": input_ids,
+    }
+
+
+def varlen_row(sequences: int, length: int, vocab: int, generator: torch.Generator) -> dict[str, Any]:
+    """``packed_row`` plus flash-attention's varlen keywords (cumulative lengths, longest sequence)."""
+    batch = packed_row(sequences, length, vocab, generator)
+    starts = torch.nonzero(batch["position_ids"][0] == 0).flatten()
+    cumulative = torch.cat([starts, torch.tensor([length])]).to(torch.int32)
+    longest = int(cumulative.diff().max())
+    return {
+        **batch,
+        "cu_seq_lens_q": cumulative,
+        "cu_seq_lens_k": cumulative,
+        "max_length_q": longest,
+        "max_length_k": longest,
     }
 
 

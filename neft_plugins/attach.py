@@ -276,7 +276,9 @@ class NEFTuneHandle:
         self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device, transposed: bool
     ) -> NoisePlan:
         segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(device)
-        segments = segments * self._text_positions(call, batch_shape, segments.device)
+        text = self._text_positions(call, batch_shape, segments.device)
+        if text is not None:
+            segments = segments * text
         labels = call.get("labels")
         # An encoder-decoder's labels are the decoder's: they say nothing about the encoder's positions.
         aligned = self.encoder is None and isinstance(labels, torch.Tensor) and labels.shape == batch_shape
@@ -287,8 +289,11 @@ class NEFTuneHandle:
             noised = scope_mask(segments, labels, self.config.neftune_scope)
         except ValueError as error:
             raise NEFTuneInputError(str(error)) from error
-        counts = self._token_counts(segments, noised) if self.config.neftune_length == "sequence" else None
-        return NoisePlan(segments, noised, counts, transposed)
+        if self.config.neftune_length == "padded":
+            return NoisePlan(segments, noised, None, transposed)
+        if self.config.neftune_scope != "all":  # "all" noises every position of a segment already
+            segments = segments * noised
+        return NoisePlan(segments, noised, self._token_counts(segments, noised), transposed)
 
     def _noise_for(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """``alpha / sqrt(L_s * d)`` noise per sequence for ``hidden`` (d: its width), in its dtype and layout,
@@ -305,7 +310,7 @@ class NEFTuneHandle:
         scale = per_token_scale(plan.segments, plan.noised, received.shape[2], plan.counts)
         noise = opaque.draw_noise(id(self), received.shape, noise_dtype(received), received.device)
         noise.mul_(scale.unsqueeze(-1))
-        self._observe(received, noise, plan.segments, plan.noised, plan.noised.sum())
+        self._observe(received, noise, plan.segments, plan.counts > 0, plan.noised.sum())
         noise = noise.to(hidden.dtype)
         return noise.transpose(0, 1) if transposed else noise
 
@@ -322,7 +327,8 @@ class NEFTuneHandle:
         noise = opaque.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)
         received = noise.transpose(0, 1) if plan.transposed else noise
         tokens = plan.segments.new_tensor(plan.segments.numel())
-        self._observe(embedded, received, plan.segments, plan.segments > 0, tokens)
+        is_sequence = segment_token_counts(plan.segments, plan.noised) > 0
+        self._observe(embedded, received, plan.segments, is_sequence, tokens)
         return noise
 
     def _draw(self, out: torch.Tensor, padded: bool) -> torch.Tensor:
@@ -335,10 +341,11 @@ class NEFTuneHandle:
         clean: torch.Tensor,
         noise: torch.Tensor,
         segments: torch.Tensor,
-        measured: torch.Tensor,
+        is_sequence: torch.Tensor,
         tokens: torch.Tensor,
     ) -> None:
-        opaque.observe(id(self), *measure(clean, noise, segments, measured), tokens)
+        """Hand the observers what this pass applied, measured over ``segments`` (0 outside every sequence)."""
+        opaque.observe(id(self), *measure(clean, noise, segments), is_sequence, tokens)
 
     def _observe_measured(
         self,
@@ -352,16 +359,16 @@ class NEFTuneHandle:
 
     def _text_positions(
         self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device
-    ) -> Any:
+    ) -> torch.Tensor | None:
         """False at media placeholders (their embeddings are replaced by image/video/audio features): they get
-        no noise and do not count in L. 1 when the model has none."""
+        no noise and do not count in L. None when the model has none."""
         input_ids = call.get("input_ids")
         if (
             not self.placeholder_ids
             or not isinstance(input_ids, torch.Tensor)
             or input_ids.shape != batch_shape
         ):
-            return 1
+            return None
         placeholders = torch.tensor(self.placeholder_ids, device=input_ids.device)
         return ~torch.isin(input_ids, placeholders).to(device)
 

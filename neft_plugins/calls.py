@@ -20,7 +20,7 @@ logger = logging.getLogger("neft_plugins")
 class NoisePlan:
     """What the embedding hook read from a training pass's batch, for the first block to apply."""
 
-    segments: torch.Tensor  # [B, L] sequence ids, 0 = no sequence
+    segments: torch.Tensor  # [B, L] sequence ids, 0 = no sequence (and, but for padded length, no noise)
     noised: torch.Tensor  # [B, L] positions that get noise
     counts: torch.Tensor | None  # L_s per segment, as segment_token_counts gives it (None: padded length)
     transposed: bool  # the model runs its sequence layout as [L, B] (XLNet)

@@ -64,16 +64,20 @@ def scope_mask(segment_ids: torch.Tensor, labels: torch.Tensor | None, scope: st
 
 
 def segment_token_counts(segment_ids: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
-    """L_s, the noised positions of each segment: ``[B, length + 1]`` float32, column = segment id."""
+    """L_s, the noised positions of each segment: ``[B, length + 1]`` float32, column = segment id (column 0:
+    nothing). ``segment_ids`` must be 0 wherever ``noised`` is False."""
     batch, length = segment_ids.shape
     counts = torch.zeros(batch, length + 1, dtype=torch.float32, device=segment_ids.device)
-    return counts.scatter_add_(1, segment_ids * noised, noised.to(torch.float32))
+    return counts.scatter_add_(1, segment_ids, noised.to(torch.float32))
 
 
 def without_unsupervised(segment_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Drop segments with no supervised token (every label -100): they add nothing to the loss, and this is
     how the padding tail of a packed row is told apart when the collator gives it restarting position ids."""
-    supervised = segment_token_counts(segment_ids, (labels != IGNORE_INDEX) & (segment_ids > 0))
+    batch, length = segment_ids.shape
+    supervised = torch.zeros(batch, length + 1, dtype=torch.float32, device=segment_ids.device)
+    # Column 0 (padding) may count too: a segment id of 0 stays 0 whatever it gathers.
+    supervised.scatter_add_(1, segment_ids, (labels != IGNORE_INDEX).to(torch.float32))
     return segment_ids * (supervised.gather(1, segment_ids) > 0)
 
 
@@ -86,12 +90,13 @@ def per_token_scale(
     """``1 / sqrt(L_s * dim)`` at each noised position of segment s (float32), 0 elsewhere: noise drawn with
     magnitude alpha, times this, is the paper's.
 
-    L_s comes from ``counts`` (default: ``segment_token_counts``). Segment ids must lie in 0..length.
+    ``segment_ids`` must be 0 wherever ``noised`` is False, and lie in 0..length. L_s comes from ``counts``
+    (default: ``segment_token_counts``).
     """
     if counts is None:
         counts = segment_token_counts(segment_ids, noised)
     # Counts of 0 (no noised token) clamped to 1 keep rsqrt finite; `noised` zeroes those positions.
-    tokens_in_segment = counts.gather(1, segment_ids * noised).clamp_(min=1.0)
+    tokens_in_segment = counts.gather(1, segment_ids).clamp_(min=1.0)
     return torch.rsqrt(tokens_in_segment.mul_(dim)).mul_(noised)
 
 
@@ -112,8 +117,9 @@ def noise_dtype(embeddings: torch.Tensor) -> torch.dtype:
 
 
 def segment_norms(per_token_square: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm of each segment, from per-position squared norms: ``[B, length + 1]``, column 0 = none."""
+    """Euclidean norm of each segment, from per-position squared norms: ``[B, length + 1]``, column = segment id;
+    column 0 holds the positions outside every segment."""
     batch, length = segment_ids.shape
     sums = torch.zeros(batch, length + 1, dtype=torch.float32, device=segment_ids.device)
-    sums.scatter_add_(1, segment_ids, per_token_square.to(torch.float32) * (segment_ids > 0))
+    sums.scatter_add_(1, segment_ids, per_token_square.to(torch.float32))
     return sums.sqrt_()

@@ -14,8 +14,8 @@ class NoiseRecord:
     """One noised forward pass. Tensors stay on the model's device, so recording never syncs.
 
     ``noise_norms`` and ``embed_norms`` are ``[batch, length + 1]``: the norm of each segment's noise and
-    clean embeddings over its noised positions, at column = segment id; ``is_sequence`` marks the columns
-    that hold a sequence.
+    clean embeddings over its noised positions, at column = segment id (column 0: the positions outside every
+    sequence, such as padding); ``is_sequence`` marks the columns that hold a sequence.
     """
 
     source: object
@@ -31,15 +31,11 @@ class NoiseRecord:
 
 
 def measure(
-    clean: torch.Tensor, noise: torch.Tensor, segment_ids: torch.Tensor, measured: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A record's ``noise_norms``, ``embed_norms`` and ``is_sequence``: norms over the ``measured`` positions of
-    each segment."""
+    clean: torch.Tensor, noise: torch.Tensor, segment_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A record's ``noise_norms`` and ``embed_norms``: norms over each segment's positions (``segment_ids``: 0
+    outside the measured positions)."""
     with torch.no_grad():
-        measured = segment_ids * measured
-        is_sequence = torch.zeros(measured.shape[0], measured.shape[1] + 1, device=measured.device)
-        is_sequence = is_sequence.scatter_(1, measured, 1.0).bool()
-        is_sequence[:, 0] = False
-        noise_norms = segment_norms(torch.linalg.vector_norm(noise, dim=-1).square(), measured)
-        embed_norms = segment_norms(torch.linalg.vector_norm(clean, dim=-1).square(), measured)
-        return noise_norms, embed_norms, is_sequence
+        noise_norms = segment_norms(torch.linalg.vector_norm(noise, dim=-1).square(), segment_ids)
+        embed_norms = segment_norms(torch.linalg.vector_norm(clean, dim=-1).square(), segment_ids)
+        return noise_norms, embed_norms

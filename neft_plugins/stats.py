@@ -17,28 +17,32 @@ class NoiseStats:
 
     def _reset(self) -> None:
         self.records = 0
-        self._noise_norm_sum: torch.Tensor | float = 0.0
-        self._embed_norm_sum: torch.Tensor | float = 0.0
-        self._sequences: torch.Tensor | int = 0
-        self._tokens: torch.Tensor | int = 0
+        # Sums of the sequences' noise norms and embedding norms, the sequences and the tokens noised.
+        self._totals: torch.Tensor | None = None
 
     @hookimpl
     def neft_observe(self, record: NoiseRecord) -> None:
         if record.source is not self.source:
             return
         self.records += 1
-        self._noise_norm_sum = self._noise_norm_sum + (record.noise_norms * record.is_sequence).sum()
-        self._embed_norm_sum = self._embed_norm_sum + (record.embed_norms * record.is_sequence).sum()
-        self._sequences = self._sequences + record.is_sequence.sum()
-        self._tokens = self._tokens + record.tokens_noised
+        # Columns past 0 that hold no sequence are 0 in both norms: summing them all sums the sequences.
+        totals = torch.stack(
+            [
+                record.noise_norms[:, 1:].sum(),
+                record.embed_norms[:, 1:].sum(),
+                record.is_sequence.sum(),
+                record.tokens_noised,
+            ]
+        )
+        self._totals = totals if self._totals is None else self._totals + totals
 
     def read_and_reset(self, alpha: float) -> dict[str, float]:
         """``neft/*`` log entries: means over the sequences noised since the last read."""
-        sequences = int(self._sequences)
-        logs = {"neft/alpha": float(alpha), "neft/tokens_noised": float(self._tokens)}
+        noise_sum, embed_sum, sequences, tokens = [0.0] * 4 if self._totals is None else self._totals.tolist()
+        logs = {"neft/alpha": float(alpha), "neft/tokens_noised": tokens}
         if sequences:
-            logs["neft/noise_norm"] = float(self._noise_norm_sum) / sequences
-            logs["neft/embed_norm"] = float(self._embed_norm_sum) / sequences
+            logs["neft/noise_norm"] = noise_sum / sequences
+            logs["neft/embed_norm"] = embed_sum / sequences
             # How strong the noise is for this model: Gemma's embeddings are sqrt(d) larger than Llama's.
             if logs["neft/embed_norm"] > 0:
                 logs["neft/noise_to_embed"] = logs["neft/noise_norm"] / logs["neft/embed_norm"]

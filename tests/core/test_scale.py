@@ -178,27 +178,74 @@ def test_gradient_checkpointing_gradients_match_a_hand_computed_reference(mode):
         assert torch.allclose(gradients[name], parameter.grad, atol=1e-6), name
 
 
-def test_compiled_model_is_noised_without_recompiling_each_step(recorder):
+def compile_batches() -> dict[str, dict[str, torch.Tensor]]:
+    """A padded batch (attention_mask) and a packed row (restarting position_ids, no mask), 26 tokens each."""
+    input_ids = torch.randint(4, 60, (2, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(input_ids)
+    mask[0, 10:] = 0
+    positions = torch.cat([torch.arange(10), torch.arange(16)]).unsqueeze(0)
+    packed = input_ids[mask.bool()].unsqueeze(0)
+    return {
+        "padded": {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": input_ids.masked_fill(mask == 0, -100),
+        },
+        "packed": {"input_ids": packed, "position_ids": positions, "labels": packed},
+    }
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_the_noise_path_adds_no_graph_break(layout):
+    torch._dynamo.reset()
+    model = make_llama().train()
+    batch = compile_batches()[layout]
+    without = torch._dynamo.explain(model)(**batch)
+    with neftune(model, neftune_alpha=5, neftune_seed=0):
+        explained = torch._dynamo.explain(model)(**batch)
+    assert without.graph_break_count == 0, without.break_reasons
+    assert explained.graph_break_count == 0, [reason.reason for reason in explained.break_reasons]
+
+
+def train_steps(model, batch, steps, **keys):
+    """``steps`` noised SGD steps under ``neftune(model, **keys)``; the graphs compiled after each step."""
     from torch._dynamo.utils import counters
 
-    torch._dynamo.reset()
-    counters.clear()
-    model = make_llama().train()
-    compiled = torch.compile(model, backend="aot_eager")
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    graphs_after_step = []
-    with neftune(compiled, neftune_alpha=5, neftune_schedule="cosine") as handle:
-        for step in range(6):
-            handle.set_step(step, 6)
-            input_ids = torch.randint(4, 60, (2, 16))
-            mask = torch.ones_like(input_ids)
-            mask[0, 10:] = 0
-            compiled(input_ids=input_ids, attention_mask=mask, labels=input_ids).loss.backward()
+    graphs = []
+    with neftune(model, **keys) as handle:
+        for step in range(steps):
+            handle.set_step(step, steps)
+            model(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            graphs_after_step.append(counters["stats"]["unique_graphs"])
-    assert len(recorder.records) == 6, "every compiled training step was noised"
-    assert [int(r.tokens_noised) for r in recorder.records] == [26] * 6, "padding read from the compiled call"
-    assert graphs_after_step[2:] == [graphs_after_step[1]] * 4, f"recompiled per step: {graphs_after_step}"
-    norms = recorder.records[-1].sequence_noise_norms()
-    assert_near_paper_norm(norms.tolist(), 5 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=0.2)
+            graphs.append(counters["stats"]["unique_graphs"])
+    return graphs
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_fullgraph_compiled_training_gets_eager_noise_without_recompiling(recorder, layout):
+    """A cosine schedule changes alpha every step and an observer sees every pass: neither recompiles. The noise
+    comes from the same seeded stream as in eager mode, so each sequence gets the eager run's noise norm."""
+    from torch._dynamo.utils import counters
+
+    batch = compile_batches()[layout]
+    keys = {"neftune_alpha": 5, "neftune_schedule": "cosine", "neftune_seed": 1}
+    train_steps(make_llama().train(), batch, 6, **keys)
+    eager = list(recorder.records)
+    recorder.records.clear()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(make_llama().train(), fullgraph=True, backend="aot_eager")
+    graphs = train_steps(compiled, batch, 6, **keys)
+    assert graphs[0] > 0 and graphs == [graphs[0]] * 6, f"graphs compiled after each step: {graphs}"
+    assert len(recorder.records) == 6, "every compiled training pass reached the observer"
+    assert [int(record.tokens_noised) for record in recorder.records] == [26] * 6
+    assert [record.alpha for record in recorder.records] == [record.alpha for record in eager]
+    for compiled_record, eager_record in zip(recorder.records, eager, strict=True):
+        compiled_norms, eager_norms = (
+            compiled_record.sequence_noise_norms(),
+            eager_record.sequence_noise_norms(),
+        )
+        assert torch.allclose(compiled_norms, eager_norms, rtol=1e-5), (compiled_norms, eager_norms)
+    assert_near_paper_norm(eager[-1].sequence_noise_norms().tolist(), eager[-1].alpha, rel=0.2)
