@@ -19,16 +19,12 @@ from neft_plugins.noise import (
 SQRT_3 = math.sqrt(3.0)
 
 
-def uniform_noise(
-    out: torch.Tensor, magnitude: float | torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
+def uniform_noise(out: torch.Tensor, magnitude: float, generator: torch.Generator | None) -> torch.Tensor:
     return out.uniform_(-magnitude, magnitude, generator=generator)
 
 
-def gaussian_noise(
-    out: torch.Tensor, magnitude: float | torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
-    return out.normal_(0.0, float(magnitude) / SQRT_3, generator=generator)
+def gaussian_noise(out: torch.Tensor, magnitude: float, generator: torch.Generator | None) -> torch.Tensor:
+    return out.normal_(0.0, magnitude / SQRT_3, generator=generator)
 
 
 def constant_alpha(alpha: float, step: int, total_steps: int) -> float:

@@ -27,12 +27,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class NoiseSampler(Protocol):
     """Fills ``out`` in place with noise of the spread of Uniform(-magnitude, magnitude) and returns it.
 
-    ``magnitude`` is a float or a 0-d tensor. Samplers keep the variance of Uniform(-m, m), m²/3,
-    so that one alpha means the same noise energy whatever the distribution.
+    ``magnitude`` is a float. Samplers keep the variance of Uniform(-m, m), m²/3, so that one alpha means the
+    same noise energy whatever the distribution. A sampler runs as plain Python even inside a compiled graph
+    (``neft_plugins.opaque``), so it may use the generator, or anything else, freely.
     """
 
     def __call__(
-        self, out: torch.Tensor, magnitude: float | torch.Tensor, generator: torch.Generator | None
+        self, out: torch.Tensor, magnitude: float, generator: torch.Generator | None
     ) -> torch.Tensor: ...
 
 
@@ -68,5 +69,6 @@ class NeftHookSpecs:
 
     @hookspec
     def neft_observe(self, record: NoiseRecord) -> None:
-        """Called after every noised forward pass with what was applied (tensors stay on the device)."""
+        """Called after every noised forward pass with what was applied (tensors stay on the device); inside a
+        compiled graph too, as plain Python, at the point of the pass where the noise was added."""
         raise NotImplementedError
