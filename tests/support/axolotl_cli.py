@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,16 @@ def example_config(name: str, tiny: dict[str, Path], folder: Path, **overrides: 
 
 
 def run_axolotl(
-    config: dict[str, Any], folder: Path, launcher: str | None = None, cwd: Path | None = None
+    config: dict[str, Any],
+    folder: Path,
+    launcher: str | None = None,
+    cwd: Path | None = None,
+    launcher_args: Sequence[str] = (),
+    paths: Sequence[Path] = (),
+    **env: str,
 ) -> AxolotlRun:
-    """``axolotl train config.yml [--launcher ...]`` run in ``cwd`` (default ``folder``); the output is kept in
-    ``folder/axolotl.log``.
+    """``axolotl train config.yml [--launcher ...] [-- launcher_args]`` run in ``cwd`` (default ``folder``), with
+    ``paths`` after ``tests/`` on PYTHONPATH and ``env`` set; the output is kept in ``folder/axolotl.log``.
 
     The default launcher (``accelerate``) is what users get; ``python`` trains in the CLI's own process,
     which saves two interpreter start-ups (~20-30 s on 2 cores) per run.
@@ -135,15 +142,20 @@ def run_axolotl(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    env = subprocess_env(
-        # Axolotl's CLI starts `accelerate` by name: the environment's bin must be on PATH.
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
+    process_env = subprocess_env(
+        *paths,
+        **{
+            # Axolotl's CLI starts `accelerate` by name: the environment's bin must be on PATH.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+            **env,
+        },
     )
+    launch = [*(["--launcher", launcher] if launcher else []), *(["--", *launcher_args] if launcher_args else [])]
     process = subprocess.run(
-        ["axolotl", "train", str(path), *(["--launcher", launcher] if launcher else [])],
+        ["axolotl", "train", str(path), *launch],
         cwd=cwd or folder,
-        env=env,
+        env=process_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

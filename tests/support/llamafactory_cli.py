@@ -26,8 +26,8 @@ NORM_TOLERANCE = 0.06  # relative, for the mean over one logging step's sequence
 RUN_TIMEOUT = 420
 
 
-def run_env(**extra: str) -> dict[str, str]:
-    return subprocess_env(*STUBS, **extra)
+def run_env(*paths: Path, **extra: str) -> dict[str, str]:
+    return subprocess_env(*STUBS, *paths, **extra)
 
 
 def console_script(name: str) -> str:
@@ -56,9 +56,23 @@ class Run:
         return [entry for entry in state["log_history"] if "neft/noise_norm" in entry]
 
 
-def run(command: list[str], cwd: Path, output_dir: Path | None = None, timeout: int = RUN_TIMEOUT) -> Run:
+def run(
+    command: list[str],
+    cwd: Path,
+    output_dir: Path | None = None,
+    timeout: int = RUN_TIMEOUT,
+    paths: tuple[Path, ...] = (),
+    **env: str,
+) -> Run:
+    """``command`` with ``paths`` on PYTHONPATH after the stubs and ``env`` added to the environment."""
     done = subprocess.run(
-        command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout, check=False
+        command,
+        cwd=cwd,
+        env=run_env(*paths, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr, output_dir, printed_metrics(done.stdout))
 
