@@ -25,7 +25,11 @@ def unregister(key: int) -> None:
     _observers.pop(key, None)
 
 
-@torch.library.custom_op("neft_plugins::draw_noise", mutates_args=())
+# A CUDA graph replays kernels, not Python: these must run outside it (the compiler splits the graph around them).
+_OUTSIDE_CUDA_GRAPHS = (torch.Tag.cudagraph_unsafe,)
+
+
+@torch.library.custom_op("neft_plugins::draw_noise", mutates_args=(), tags=_OUTSIDE_CUDA_GRAPHS)
 def _draw_noise_op(
     shape: list[int], dtype: torch.dtype, device: torch.device, key: int, padded: bool
 ) -> torch.Tensor:
@@ -37,7 +41,7 @@ def _(shape: list[int], dtype: torch.dtype, device: torch.device, key: int, padd
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-@torch.library.custom_op("neft_plugins::observe", mutates_args=())
+@torch.library.custom_op("neft_plugins::observe", mutates_args=(), tags=_OUTSIDE_CUDA_GRAPHS)
 def _observe_op(
     noise_norms: torch.Tensor,
     embed_norms: torch.Tensor,
