@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from neft_plugins import NoiseRecord, hookimpl
 from neft_plugins.plugins import plugin_manager
-from support.noise import assert_near_paper_norm
+from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 
 
 class Recorder:
@@ -30,15 +28,6 @@ def recorder():
     plugin_manager().register(recorder)
     yield recorder
     plugin_manager().unregister(recorder)
-
-
-def uniform_norm_tolerance(elements: int, sigmas: float = 5.0) -> float:
-    """Relative tolerance on one sequence's uniform-noise norm over ``elements`` entries.
-
-    For u ~ U(-s, s): Var(u²)/E(u²)² = 4/5, so the squared norm's relative std is sqrt(0.8/n),
-    and the norm's about half of that.
-    """
-    return sigmas * 0.5 * math.sqrt(0.8 / elements)
 
 
 @pytest.fixture

@@ -19,3 +19,12 @@ def assert_near_paper_norm(values: Iterable[float], alpha: float, rel: float, co
     assert measured and not misses, (
         f"noise norms {measured}: {misses} not within {rel:.1%} of alpha/sqrt(3) = {expected:.4f} {context}"
     )
+
+
+def uniform_norm_tolerance(elements: int, sigmas: float = 5.0) -> float:
+    """Relative tolerance on one sequence's uniform-noise norm over ``elements`` entries.
+
+    For u ~ U(-s, s): Var(u²)/E(u²)² = 4/5, so the squared norm's relative std is sqrt(0.8/n),
+    and the norm's about half of that.
+    """
+    return sigmas * 0.5 * math.sqrt(0.8 / elements)
