@@ -81,12 +81,15 @@ def _install_deepspeed(session: nox.Session) -> dict[str, str]:
         text=True,
         check=False,
     )
+    # DeepSpeed JIT-builds its CPU comm op into TORCH_EXTENSIONS_DIR (default ~/.cache, shared by every venv:
+    # each session's build would replace the others'); one folder per session keeps its build.
+    extensions = {"TORCH_EXTENSIONS_DIR": str(Path(session.virtualenv.location) / "torch_extensions")}
     if pip.returncode == 0:
-        return {}
+        return extensions
     error = Path(session.create_tmp()) / "deepspeed-install-error.txt"
     error.write_text(f"pip install {' '.join(command)} exited {pip.returncode}:\n{pip.stderr[-2000:]}")
     session.warn(f"deepspeed=={DEEPSPEED} did not install; its tests will skip:\n{pip.stderr[-2000:]}")
-    return {"NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
+    return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
 def _pytest(session: nox.Session, *args: str, **env: str) -> None:

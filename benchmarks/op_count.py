@@ -148,12 +148,16 @@ def markdown(results: dict[str, dict[str, Any]], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "op_count.json")
     args = parser.parse_args(argv)
     results = count()
     command = " ".join(["python", "benchmarks/op_count.py", *(argv if argv is not None else sys.argv[1:])])
-    args.output.write_text(json.dumps({"command": command, "torch": torch.__version__, "layouts": results}, indent=2))
+    args.output.write_text(
+        json.dumps({"command": command, "torch": torch.__version__, "layouts": results}, indent=2)
+    )
     table = markdown(results, command)
     args.output.with_suffix(".md").write_text(table)
     print(table)

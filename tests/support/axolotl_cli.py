@@ -151,7 +151,10 @@ def run_axolotl(
             **env,
         },
     )
-    launch = [*(["--launcher", launcher] if launcher else []), *(["--", *launcher_args] if launcher_args else [])]
+    launch = [
+        *(["--launcher", launcher] if launcher else []),
+        *(["--", *launcher_args] if launcher_args else []),
+    ]
     process = subprocess.run(
         ["axolotl", "train", str(path), *launch],
         cwd=cwd or folder,

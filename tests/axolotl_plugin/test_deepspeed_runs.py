@@ -1,0 +1,172 @@
+"""``axolotl train`` with ``deepspeed:`` in the YAML (ZeRO-2, ZeRO-3, ZeRO-3 with CPU offload) on 2 CPU processes,
+started by Axolotl's default launcher (accelerate), with the plugin: what each rank's first block received is
+measured by the rank spy (``support.rank_spy``), independently of NEFTune's own records; the rank-0 logs are
+read from the run's output.
+
+The example ``full.yml`` packed (``sample_packing``, rows padded to ``sequence_len``): Axolotl puts segment ids
+1..K in ``attention_mask``, so each row holds several sequences and a padding tail. What the CPU needs beyond
+``CPU_OVERRIDES`` (see ``cpu_yaml``): accelerate's ``--num_processes 2 --use_deepspeed`` (with no GPU to count,
+accelerate launches one process), ``max_memory`` (Axolotl's ``device_map`` for several processes names a CUDA
+device) and the test plugin ``cpu_deepspeed.DeepSpeedOnGloo`` (accelerate has no process-group backend for the CPU
+under DeepSpeed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
+from support.deepspeed import deepspeed_config, require_deepspeed
+from support.noise import assert_near_paper_norm, uniform_norm_tolerance
+from support.rank_spy import SITE, SPY_DIR, Pass, passes
+
+ALPHA = 5.0
+WIDTH = 64  # the tiny Llama's hidden size (support.tiny.make_llama)
+GLOO_PLUGIN = "axolotl_plugin.cpu_deepspeed.DeepSpeedOnGloo"
+ACCELERATE_ARGS = ("--num_processes", "2", "--use_deepspeed")
+CHECKPOINT_STEP = 2
+
+
+@dataclass
+class ZeroRun:
+    axolotl: AxolotlRun
+    by_rank: dict[int, list[Pass]]
+
+    @property
+    def output(self) -> Path:
+        return Path(self.axolotl.config["output_dir"])
+
+    def logged_losses(self) -> dict[int, float]:
+        """Step -> loss from the last checkpoint's trainer state: full precision, unlike the printed logs."""
+        last = max(self.output.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+        history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+        return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def cpu_yaml(tiny: dict[str, Path], folder: Path, stage: str, **overrides: Any) -> dict[str, Any]:
+    """``full.yml``, packed, with ``deepspeed:`` pointing at a ZeRO JSON file as Axolotl users do."""
+    deepspeed = folder / f"zero{stage}.json"
+    deepspeed.write_text(json.dumps(deepspeed_config(stage)))
+    config = example_config(
+        "full",
+        tiny,
+        folder,
+        sample_packing=True,
+        pad_to_sequence_len=True,
+        deepspeed=str(deepspeed),
+        learning_rate=1e-3,  # the example's 2e-5 barely moves the weights in 4 steps: the resume check compares losses
+        # With WORLD_SIZE > 1 Axolotl loads the model with device_map {"": LOCAL_RANK}, a CUDA device; from
+        # max_memory it computes the map instead ({"": "cpu"}). ZeRO-3 loads without a device_map anyway.
+        max_memory={"cpu": "8GiB"},
+        **overrides,
+    )
+    config["plugins"] = [*config["plugins"], GLOO_PLUGIN]
+    return config
+
+
+@pytest.fixture(scope="module")
+def zero_run(tiny, tmp_path_factory):
+    """``zero_run(stage, steps, resume=False)`` trains once per arguments and caches the run. The 4-step run saves a
+    checkpoint every 2 steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
+    require_deepspeed()
+    prepared = tmp_path_factory.mktemp("prepared")  # the tokenized dataset, shared by the runs
+    runs: dict[tuple, ZeroRun] = {}
+
+    def run(stage: str, steps: int, resume: bool = False) -> ZeroRun:
+        key = (stage, steps, resume)
+        if key not in runs:
+            folder = tmp_path_factory.mktemp(f"zero{stage}")
+            overrides: dict[str, Any] = {"max_steps": steps, "dataset_prepared_path": str(prepared)}
+            if steps > CHECKPOINT_STEP:
+                overrides |= {"save_strategy": "steps", "save_steps": CHECKPOINT_STEP}
+            if resume:
+                saved = run(stage, steps).output / f"checkpoint-{CHECKPOINT_STEP}"
+                copy = shutil.copytree(saved, folder / "output" / saved.name)
+                overrides["resume_from_checkpoint"] = str(copy)
+            (folder / "spy").mkdir()
+            axolotl = run_axolotl(
+                cpu_yaml(tiny, folder, stage, **overrides),
+                folder,
+                launcher_args=ACCELERATE_ARGS,
+                paths=(SITE,),
+                OMP_NUM_THREADS="1",  # 2 processes on 2 cores
+                **{SPY_DIR: str(folder / "spy")},
+            )
+            assert axolotl.returncode == 0, axolotl.describe()
+            runs[key] = ZeroRun(axolotl, passes(folder / "spy"))
+        return runs[key]
+
+    return run
+
+
+def sequence_lengths(each: Pass) -> list[int]:
+    """The length of each sequence in the batch (several per packed row)."""
+    return [
+        int((row == segment).sum()) for row in each.segments for segment in row.unique().tolist() if segment
+    ]
+
+
+STAGES = [("2", 2), ("3", 4), ("3-offload", 2)]  # ZeRO-3: the resume pair's uninterrupted run
+
+
+@pytest.mark.parametrize(("stage", "steps"), STAGES)
+def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run, stage, steps):
+    by_rank = zero_run(stage, steps).by_rank
+    assert sorted(by_rank) == [0, 1]
+    for rank_passes in by_rank.values():
+        assert [each.training for each in rank_passes] == [True] * steps
+        for each in rank_passes:
+            lengths = sequence_lengths(each)
+            assert len(lengths) > each.segments.shape[0], "rows were not packed"
+            # 5 sigmas of the shortest sequence's norm; L = the packed row (256) would miss each by 35% or more.
+            rel = uniform_norm_tolerance(min(lengths) * WIDTH)
+            assert_near_paper_norm(each.sequence_norms().tolist(), ALPHA, rel=rel)
+            assert (each.segments == 0).any(), "no padding: the test would not see it noised"
+            assert each.largest_padding_noise() == 0.0
+    for first, second in zip(by_rank[0], by_rank[1], strict=True):
+        assert not torch.equal(first.segments, second.segments), "both ranks trained on the same batch"
+        assert first.first_noise != second.first_noise, "both ranks drew the same noise"
+
+
+@pytest.mark.parametrize(("stage", "steps"), STAGES)
+def test_rank0_logs_the_noise_rank0_applied(zero_run, stage, steps):
+    """Only rank 0 prints the step logs, and they hold what rank 0's first block received (printed to 4 digits)."""
+    run = zero_run(stage, steps)
+    assert run.axolotl.metric("neft/alpha") == [ALPHA] * steps, run.axolotl.describe()
+    applied = run.by_rank[0]
+    assert run.axolotl.metric("neft/tokens_noised") == [float((each.segments > 0).sum()) for each in applied]
+    means = [float(each.sequence_norms().mean()) for each in applied]
+    assert run.axolotl.metric("neft/noise_norm") == pytest.approx(means, rel=1e-3)
+
+
+def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
+    uninterrupted = zero_run("3", 4)
+    checkpoint = uninterrupted.output / f"checkpoint-{CHECKPOINT_STEP}"
+    assert {"global_step2", "latest", "neft_state_rank0.pt", "neft_state_rank1.pt"} <= {
+        path.name for path in checkpoint.iterdir()
+    }
+    # ZeRO-3 keeps each rank's partition of the parameters
+    assert {path.name for path in (checkpoint / "global_step2").glob("zero_pp_rank_*_model_states.pt")} == {
+        "zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "zero_pp_rank_1_mp_rank_00_model_states.pt",
+    }
+    resumed = zero_run("3", 4, resume=True)
+    assert len(resumed.axolotl.steps) == 2, resumed.axolotl.describe()
+    for rank in (0, 1):
+        assert len(resumed.by_rank[rank]) == 2
+        for expected, got in zip(
+            uninterrupted.by_rank[rank][CHECKPOINT_STEP:], resumed.by_rank[rank], strict=True
+        ):
+            assert torch.equal(expected.noise_square, got.noise_square)
+            assert expected.first_noise == got.first_noise
+    expected_losses = uninterrupted.logged_losses()
+    assert {step: expected_losses[step] for step in (3, 4)} == {
+        step: loss for step, loss in resumed.logged_losses().items() if step > CHECKPOINT_STEP
+    }
