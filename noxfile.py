@@ -55,6 +55,9 @@ LLAMAFACTORY_VERSIONS = {
 AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl_plugin" / "cpu_torch"}
 NEWEST_LLAMAFACTORY = TESTED["llamafactory"][-1]
 DEEPSPEED = TESTED["deepspeed"][-1]
+# LLaMA-Factory 0.9.3 requires deepspeed<=0.16.9 whenever `deepspeed:` is set (a mandatory check that
+# DISABLE_VERSION_CHECK does not lift); 0.16.9 builds against torch 2.13.0 CPU as 0.19.8 does.
+LLAMAFACTORY_DEEPSPEED = {"0.9.3": "0.16.9"}
 DEEPSPEED_BUILD_REQUIRES = ("ninja", "hjson", "msgpack", "py-cpuinfo", "psutil", "pydantic>=2")
 
 nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
@@ -68,12 +71,12 @@ def _install(session: nox.Session, *packages: str) -> None:
     session.install(*TORCH_CONSTRAINT, *packages)
 
 
-def _install_deepspeed(session: nox.Session) -> dict[str, str]:
+def _install_deepspeed(session: nox.Session, version: str = DEEPSPEED) -> dict[str, str]:
     """DeepSpeed without its CUDA ops (its CPU accelerator runs on gloo); its sdist imports torch at build time, so
     it builds against the session's torch, without build isolation. Where it cannot be installed, the session goes
     on and the tests that need it skip, naming pip's error: the returned environment points them to it."""
     session.install(*TORCH_CONSTRAINT, "setuptools", "wheel", *DEEPSPEED_BUILD_REQUIRES)
-    command = [*TORCH_CONSTRAINT, "--no-build-isolation", f"deepspeed=={DEEPSPEED}"]
+    command = [*TORCH_CONSTRAINT, "--no-build-isolation", f"deepspeed=={version}"]
     pip = subprocess.run(
         [str(Path(session.bin) / "python"), "-m", "pip", "install", *command],
         env={**os.environ, "DS_BUILD_OPS": "0"},
@@ -88,7 +91,7 @@ def _install_deepspeed(session: nox.Session) -> dict[str, str]:
         return extensions
     error = Path(session.create_tmp()) / "deepspeed-install-error.txt"
     error.write_text(f"pip install {' '.join(command)} exited {pip.returncode}:\n{pip.stderr[-2000:]}")
-    session.warn(f"deepspeed=={DEEPSPEED} did not install; its tests will skip:\n{pip.stderr[-2000:]}")
+    session.warn(f"deepspeed=={version} did not install; its tests will skip:\n{pip.stderr[-2000:]}")
     return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
@@ -147,7 +150,8 @@ def llamafactory(session: nox.Session, version: str) -> None:
             "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
         )
     stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
-    _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs, **_install_deepspeed(session))
+    deepspeed = _install_deepspeed(session, LLAMAFACTORY_DEEPSPEED.get(version, DEEPSPEED))
+    _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs, **deepspeed)
 
 
 @nox.session
