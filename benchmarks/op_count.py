@@ -111,7 +111,6 @@ def count_forward(model: nn.Module, batch: dict[str, Any], arm: str) -> OpCounte
 
 def count(tokens: int = 512, vocab: int = 1000, dim: int = 64) -> dict[str, dict[str, Any]]:
     """Per layout and arm: ops per forward, the ops the arm adds over none, and its host syncs."""
-    logging.getLogger("neft_plugins").setLevel(logging.ERROR)  # attach/detach per arm
     torch.manual_seed(0)
     model = EmbeddingAndBlock(vocab, dim).train()
     results: dict[str, dict[str, Any]] = {}
@@ -153,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "op_count.json")
     args = parser.parse_args(argv)
+    logging.getLogger("neft_plugins").setLevel(logging.ERROR)  # attach/detach per arm
     results = count()
     command = " ".join(["python", "benchmarks/op_count.py", *(argv if argv is not None else sys.argv[1:])])
     args.output.write_text(
