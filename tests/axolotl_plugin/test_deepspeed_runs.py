@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
-from support.deepspeed import deepspeed_config, require_deepspeed
+from support.deepspeed import deepspeed_config, framework_stages, require_deepspeed
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.rank_spy import SITE, SPY_DIR, Pass, passes
 
@@ -113,7 +113,7 @@ def sequence_lengths(each: Pass) -> list[int]:
     ]
 
 
-STAGES = [("2", 2), ("3", 4), ("3-offload", 2)]  # ZeRO-3: the resume pair's uninterrupted run
+STAGES = framework_stages("axolotl")
 
 
 @pytest.mark.parametrize(("stage", "steps"), STAGES)

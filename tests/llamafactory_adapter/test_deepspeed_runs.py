@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from support import ROOT
-from support.deepspeed import deepspeed_config, require_deepspeed
+from support.deepspeed import deepspeed_config, framework_stages, require_deepspeed
 from support.llamafactory_cli import EXAMPLES, Run, assert_noise_norms, console_script, run, tiny_overrides
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.rank_spy import SITE, SPY_DIR, Pass, passes
@@ -92,7 +92,7 @@ def sequence_lengths(each: Pass) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize(("stage", "steps"), [("2", 2), ("3", 4), ("3-offload", 2)])
+@pytest.mark.parametrize(("stage", "steps"), framework_stages("llamafactory"))
 def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, steps):
     trained = zero_run(stage, steps)
     # ZeRO-3 saves each rank's partition of the parameters; ZeRO-2 keeps them whole and saves one copy.
