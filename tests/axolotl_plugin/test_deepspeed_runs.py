@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
-from support.deepspeed import deepspeed_config, framework_stages, require_deepspeed
+from support.deepspeed import deepspeed_config, framework_stages, on_newest, require_deepspeed
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.rank_spy import SITE, SPY_DIR, Pass, passes
 
@@ -146,6 +146,7 @@ def test_rank0_logs_the_noise_rank0_applied(zero_run, stage, steps):
     assert run.axolotl.metric("neft/noise_norm") == pytest.approx(means, rel=1e-3)
 
 
+@on_newest("axolotl")
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
     uninterrupted = zero_run("3", 4)
     checkpoint = uninterrupted.output / f"checkpoint-{CHECKPOINT_STEP}"

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from support import ROOT
-from support.deepspeed import deepspeed_config, framework_stages, require_deepspeed
+from support.deepspeed import deepspeed_config, framework_stages, on_newest, require_deepspeed
 from support.llamafactory_cli import EXAMPLES, Run, assert_noise_norms, console_script, run, tiny_overrides
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.rank_spy import SITE, SPY_DIR, Pass, passes
@@ -120,6 +120,7 @@ def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, st
     assert_noise_norms(trained.result.history(), ALPHA, steps)
 
 
+@on_newest("llamafactory")
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
     whole = zero_run("3", 4)
     checkpoint = whole.output_dir / f"checkpoint-{RESUME_STEP}"
