@@ -1,5 +1,5 @@
-"""Attaching NEFTune to a model: read each training pass's batch at the token embeddings, and add the noise
-where the model's first block receives them."""
+"""Attaching NEFTune to a model: the hooks that connect a model to the plan reader (at the token embeddings) and
+to the carriers of the embeddings (the inputs of its blocks), and the handle that removes them."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from neft_plugins import opaque
-from neft_plugins.calls import CallTracker, NoisePlan
+from neft_plugins import custom_ops
+from neft_plugins.calls import CallTracker
+from neft_plugins.carriers import ONE_COPY, Copies, copies_in_first_input, copies_of
 from neft_plugins.config import NEFTuneConfig, as_config, check_no_double_noise
 from neft_plugins.errors import (
     NEFTuneAttachError,
@@ -21,14 +23,8 @@ from neft_plugins.errors import (
     NEFTuneConflictError,
     NEFTuneInputError,
 )
-from neft_plugins.noise import (
-    noise_dtype,
-    padded_magnitude,
-    per_token_scale,
-    scope_mask,
-    segment_token_counts,
-    without_unsupervised,
-)
+from neft_plugins.noise import noise_dtype, padded_magnitude, per_token_scale, segment_token_counts
+from neft_plugins.plan import NoisePlan, PlanReader
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 from neft_plugins.record import NoiseRecord, measure
 from neft_plugins.stats import NoiseStats
@@ -36,10 +32,11 @@ from neft_plugins.stream import NoiseStream, Replays, may_recompute
 from neft_plugins.structure import (
     base_model,
     check_no_layer_drop,
+    compiled_wrapper,
     encoder_embeddings,
+    find_blocks,
     find_decoder,
     find_encoder,
-    find_first_block,
     find_input_embeddings,
     model_config,
     module_path,
@@ -51,14 +48,27 @@ logger = logging.getLogger("neft_plugins")
 
 _attached: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
 
+InputKey = int | str  # a block input: its position among the arguments, or its keyword
+Carriers = tuple[tuple[InputKey, Copies], ...]
+
+
+@dataclass
+class Learning:
+    """The first noised pass, while it learns which block inputs carry the embeddings: the clean embeddings as
+    the first block received them, and the carriers found so far, per block."""
+
+    embeddings: torch.Tensor
+    carriers: dict[int, Carriers] = field(default_factory=dict)
+
 
 class NEFTuneHandle:
     """One attachment of NEFTune to one model. ``detach()`` removes every trace of it.
 
-    The embedding hook reads, on a training pass, which positions get noise and how much (a ``NoisePlan``);
-    the first block's pre-hook adds it to the hidden states that block receives, after whatever the model does
-    between the two. A model with no stack of blocks, and ``neftune_length: padded`` (transformers' built-in,
-    placement included), get the noise at the embedding module's output instead.
+    On a training pass the embedding hook reads the batch into a plan (``PlanReader``); the first block's
+    pre-hook draws, for the embeddings as that block receives them, ``alpha / sqrt(L_s * d)`` noise per sequence;
+    every block input that carries the embeddings (learnt on the first noised pass: ``carriers``) gets that same
+    noise, in every copy. ``neftune_length: padded`` (transformers' built-in, placement included) and a model with
+    no stack of blocks get it at the embedding module's output instead.
     """
 
     def __init__(
@@ -68,7 +78,6 @@ class NEFTuneHandle:
         sequence_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
         self.config = config
-        self.sequence_group = sequence_group
         self.encoder = find_encoder(model)
         if self.encoder is not None and config.neftune_scope != "all":
             raise NEFTuneConfigError(
@@ -106,9 +115,9 @@ class NEFTuneHandle:
                 f"NEFTune is already attached to {self.embeddings_path}; detach it before attaching again"
             )
         stack_root = self.encoder or base_model(model)
-        self.first_block = (
-            None if config.neftune_length == "padded" else find_first_block(stack_root, self.embeddings)
-        )
+        blocks = None if config.neftune_length == "padded" else find_blocks(stack_root, self.embeddings)
+        self.blocks: list[nn.Module] = list(blocks) if blocks is not None else []
+        self.first_block = self.blocks[0] if self.blocks else None
         if self.first_block is not None:
             check_no_layer_drop(model)
         elif config.neftune_length == "sequence" and model_config(model) is not None:
@@ -117,37 +126,67 @@ class NEFTuneHandle:
                 f"embeddings {self.embeddings_path} enter, so NEFTune cannot tell where its first block is. Not "
                 "supported; report the model to neft-plugins."
             )
-        block_path = module_path(stack_root, self.first_block) if self.first_block is not None else None
+        self.block_paths = [module_path(stack_root, block) for block in self.blocks]
         self.noise_site = (
-            f"the input of {block_path}" if block_path else f"the output of {self.embeddings_path}"
+            f"the input of {self.block_paths[0]}" if self.blocks else f"the output of {self.embeddings_path}"
         )
         self.alpha = config.neftune_alpha
         self._noising = self.alpha > 0  # a bool, not alpha: a compiled graph guards on it, and alpha changes
-        self.stats = NoiseStats(self)
+        self.stats = NoiseStats()
         self._sample = distributions()[config.neftune_distribution]
         self._schedule = schedules()[config.neftune_schedule]
+        self._plugins = plugin_manager()
+        self.reader = PlanReader(
+            self._plugins.hook.neft_read_segments,
+            config.neftune_scope,
+            config.neftune_length == "padded",
+            self.placeholder_ids,
+            # An encoder-decoder's labels are the decoder's: they say nothing about the encoder's positions.
+            labels_are_inputs=self.encoder is None,
+            sequence_group=sequence_group,
+        )
         self.calls = CallTracker(
-            unwrap_model(model), self.encoder, self.decoder, self.embeddings_path, block_path
+            unwrap_model(model),
+            self.encoder,
+            self.decoder,
+            self.embeddings_path,
+            self._start_call,
+            self._end_call,
         )
         self.stream = NoiseStream(config.neftune_seed)
-        self.replays = Replays(block_path or self.embeddings_path)
+        # Learnt on the first noised training pass: how the first block's input holds the embeddings, and which
+        # inputs of which blocks carry them.
+        self.first_copies: Copies | None = None
+        self.carriers: dict[int, Carriers] | None = None
+        self._learning: Learning | None = None
+        # The model call in progress: its plan (read, not yet applied), its noise, the blocks that got it.
+        self._plan: NoisePlan | None = None
+        self._noise: torch.Tensor | None = None
+        self._noised_blocks: set[int] = set()
+        self._replays: dict[tuple[int, InputKey], Replays] = {}
+        self._eager_stance: Any = None
         self._runs_at_last_read = 0
         self._ids_transposed = (
             False  # learnt from each batch's ids, kept for a compiled graph's square batches
         )
         self._block_transposed = False  # learnt from the first non-square batch
         self._warned_nothing_noised = False
-        self._plugins = plugin_manager()
-        self._plugins.register(self.stats)
-        opaque.register(id(self), self._draw, self._observe_measured)
+        custom_ops.register(id(self), self._draw, self._observe_measured)
         self._hooks = [
             *self.calls.register(model),
             *(module.register_forward_hook(self._embedding_hook) for module in dict.fromkeys(watched)),
         ]
-        if self.first_block is not None:
-            self._hooks.append(
-                self.first_block.register_forward_pre_hook(self._first_block_hook, with_kwargs=True)
-            )
+        self._block_hooks = {
+            index: block.register_forward_pre_hook(self._block_hook_at(index), with_kwargs=True)
+            for index, block in enumerate(self.blocks)
+        }
+        wrapper = compiled_wrapper(model)
+        if wrapper is not None and self.blocks:
+            # Its hooks run outside the compiled code: the passes until the carriers are learnt run eagerly.
+            self._hooks += [
+                wrapper.register_forward_pre_hook(self._eager_until_learnt),
+                wrapper.register_forward_hook(self._end_eager, always_call=True),
+            ]
         _attached[self.embeddings] = self
         settings = ", ".join(
             f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
@@ -157,19 +196,21 @@ class NEFTuneHandle:
     def detach(self) -> None:
         if not self._hooks:
             return
-        for hook in self._hooks:
+        for hook in [*self._hooks, *self._block_hooks.values()]:
             hook.remove()
-        self._hooks = []
+        self._hooks, self._block_hooks = [], {}
+        self._end_eager()
         self.calls.clear()
-        self.replays.clear()
-        self._plugins.unregister(self.stats)
-        opaque.unregister(id(self))
+        self._replays.clear()
+        self._plan, self._noise, self._learning = None, None, None
+        custom_ops.unregister(id(self))
         _attached.pop(self.embeddings, None)
         logger.warning("neft_plugins: detached NEFTune from %s", self.noise_site)
 
     def set_step(self, step: int, total_steps: int) -> float:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
-        self.replays.clear()  # the last step's backward passes are done
+        for replays in self._replays.values():
+            replays.clear()  # the last step's backward passes are done
         self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
         self._noising = self.alpha > 0
         return self.alpha
@@ -201,6 +242,55 @@ class NEFTuneHandle:
     def set_rng_state(self, state: torch.Tensor | None) -> None:
         self.stream.set_state(state)
 
+    # --- the model call ------------------------------------------------------------------------------------
+
+    def _start_call(self) -> None:
+        self._plan, self._noise = None, None
+        self._noised_blocks.clear()
+
+    def _end_call(self, module: nn.Module, output: Any) -> None:
+        plan, noise = self._plan, self._noise
+        self._start_call()
+        if plan is not None and noise is None and output is not None:
+            raise NEFTuneInputError(
+                f"{type(module).__name__}: a training pass ran {self.embeddings_path} but not "
+                f"{self.block_paths[0] if self.blocks else self.noise_site}, where NEFTune adds its noise, so it "
+                "got none. The model routes its embeddings around its first block; attach to a model whose blocks "
+                "run in order, or report the model to neft-plugins."
+            )
+        if self._learning is not None and noise is not None and not torch.compiler.is_compiling():
+            self._learnt(self._learning)
+
+    def _learnt(self, learning: Learning) -> None:
+        """Keep the carriers found on the first noised pass; only the blocks that have some keep their hook."""
+        carriers = learning.carriers
+        self._learning, self.carriers = None, carriers
+        for index in [index for index in self._block_hooks if index not in carriers]:
+            self._block_hooks.pop(index).remove()
+        found = [
+            f"{self.block_paths[index]} {_input_name(key)} ({copies.describe()})"
+            for index, each in sorted(carriers.items())
+            for key, copies in each
+        ]
+        if len(found) > 1 or self.first_copies != ONE_COPY:
+            logger.warning(
+                "neft_plugins: the embeddings reach the blocks through %s: each gets the same noise, "
+                "alpha/sqrt(L*%d) per sequence",
+                "; ".join(found),
+                learning.embeddings.shape[-1],
+            )
+
+    def _eager_until_learnt(self, module: nn.Module, args: tuple) -> None:
+        if self.carriers is None and self._noising and module.training and torch.is_grad_enabled():
+            self._eager_stance = torch.compiler.set_stance("force_eager")
+
+    def _end_eager(self, *_: Any) -> None:
+        stance, self._eager_stance = self._eager_stance, None
+        if stance is not None:
+            stance.__exit__(None, None, None)
+
+    # --- the hooks -----------------------------------------------------------------------------------------
+
     def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if not (module.training and torch.is_grad_enabled()) or self.calls.in_decoder():
             return None  # not a training pass, or the decoder's teacher-forced input: not the instruction
@@ -214,35 +304,146 @@ class NEFTuneHandle:
                 f"{self.embeddings_path} returned {shape}; NEFTune needs a [batch, sequence, dim] tensor. "
                 "Attach to a model whose get_input_embeddings() is the token embedding module."
             )
-        call = self.calls.inputs
-        transposed = self._transposed(call, args)
+        transposed = self._transposed(self.calls.inputs, args)
         embedded = output.transpose(0, 1) if transposed else output
-        plan = self._read_plan(call, (embedded.shape[0], embedded.shape[1]), embedded.device, transposed)
+        plan = self.reader.read(
+            self.calls.inputs, (embedded.shape[0], embedded.shape[1]), embedded.device, transposed
+        )
         if self.config.neftune_length == "padded":
             return output + self._padded_noise(output, embedded, plan)
         if self.first_block is None:
             return output + self._noise_for(output, plan)
-        self.calls.plan = plan
+        self._plan = plan
         return None
 
-    def _first_block_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        hidden, rebuild = _hidden_states(args, kwargs)
-        plan = self.calls.take_plan()
-        if plan is not None:
-            if hidden is None:
-                raise NEFTuneInputError(
-                    f"{self.noise_site.removeprefix('the input of ')} was called without a hidden-states "
-                    "tensor, so NEFTune has nothing to add its noise to."
-                )
-            noise = self._noise_for(hidden, plan)
-            # A compiled graph's checkpointing recomputes inside the graph, without running this hook again.
-            if not torch.compiler.is_compiling() and may_recompute(module):
-                self.replays.keep(hidden, noise)
-            return rebuild(hidden + noise)
-        if hidden is None or torch.compiler.is_compiling():
+    def _block_hook_at(self, index: int) -> Callable[[nn.Module, tuple, dict], tuple[tuple, dict] | None]:
+        def block_hook(block: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            return self._block_hook(index, block, args, kwargs)
+
+        return block_hook
+
+    def _block_hook(
+        self, index: int, block: nn.Module, args: tuple, kwargs: dict
+    ) -> tuple[tuple, dict] | None:
+        if index == 0 and self._plan is not None and self._noise is None:
+            self._noise = self._first_noise(args, kwargs)
+        if self._noise is None:
+            return self._replayed(index, args, kwargs)
+        if index in self._noised_blocks:
+            return None  # a block that runs again in the same call (ALBERT's shared layer) gets it once
+        self._noised_blocks.add(index)
+        return self._with_noise(index, block, args, kwargs, self._carriers_in(index, args, kwargs))
+
+    def _first_noise(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """This call's noise for one copy of the embeddings, as the first block receives them; recorded."""
+        plan, self._plan = self._plan, None
+        key = _hidden_key(args, kwargs)
+        if key is None:
+            raise NEFTuneInputError(
+                f"{self.block_paths[0]} was called without a hidden-states tensor, so NEFTune has nothing to add "
+                "its noise to."
+            )
+        hidden = _input(args, kwargs, key)
+        copies = self._copies_in_first_input(hidden, plan)
+        embeddings = copies.embeddings(hidden)
+        noise = self._noise_for(embeddings, plan)
+        if self.carriers is None and not torch.compiler.is_compiling() and bool(plan.noised.any()):
+            # Learnt on a pass that noises something: with no noise, a block that passes its input through
+            # unchanged (zero-initialised) would look like one that is handed the clean embeddings again.
+            self._learning = Learning(embeddings.detach().clone())
+        return noise
+
+    def _copies_in_first_input(self, hidden: torch.Tensor, plan: NoisePlan) -> Copies:
+        if self.first_copies is None:
+            self._refuse_while_compiling()
+            rows, length = plan.segments.shape
+            try:
+                self.first_copies = copies_in_first_input(hidden, {(rows, length), (length, rows)})
+            except NEFTuneInputError as error:
+                raise NEFTuneInputError(f"{self.block_paths[0]} received {error}") from None
+        if not self.first_copies.fits(hidden):
+            self._refuse_layout(hidden, plan)
+        return self.first_copies
+
+    def _carriers_in(self, index: int, args: tuple, kwargs: dict) -> Carriers:
+        """The inputs of block ``index`` that carry the embeddings: learnt, or being learnt on this pass."""
+        if self.carriers is not None:
+            return self.carriers.get(index, ())
+        self._refuse_while_compiling()
+        first = _hidden_key(args, kwargs) if index == 0 else None
+        learning = self._learning
+        found: list[tuple[InputKey, Copies]] = []
+        for key, value in _tensor_inputs(args, kwargs):
+            copies = (
+                self.first_copies
+                if key == first
+                else copies_of(value, learning.embeddings)
+                if learning is not None
+                else None
+            )
+            if copies is not None:
+                found.append((key, copies))
+        if learning is not None and found:
+            learning.carriers[index] = tuple(found)
+        return tuple(found)
+
+    def _with_noise(
+        self, index: int, block: nn.Module, args: tuple, kwargs: dict, carriers: Carriers
+    ) -> tuple[tuple, dict] | None:
+        if not carriers:
             return None
-        noise = self.replays.replay_for(hidden)
-        return rebuild(hidden + noise) if noise is not None else None
+        replaced: dict[InputKey, torch.Tensor] = {}
+        for key, copies in carriers:
+            value = _input(args, kwargs, key)
+            noise = copies.spread(self._noise)
+            if not isinstance(value, torch.Tensor) or value.shape != noise.shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise NEFTuneInputError(
+                    f"{self.block_paths[index]}'s input {_input_name(key)} carried the embeddings on the first "
+                    f"training pass ({copies.describe()}) but now holds {shape}, not {tuple(noise.shape)}: the "
+                    "model changed how it hands its blocks the embeddings, and NEFTune learnt it once."
+                )
+            noise = noise.to(value.dtype)
+            # A compiled graph's checkpointing recomputes inside the graph, without running this hook again.
+            if not torch.compiler.is_compiling() and may_recompute(block):
+                self._replays_of(index, key).keep(value, noise)
+            replaced[key] = value + noise
+        return _replace(args, kwargs, replaced)
+
+    def _replayed(self, index: int, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """In backward's recompute of a checkpointed block, the noise its forward pass got."""
+        if torch.compiler.is_compiling() or not self._replays:
+            return None
+        replaced: dict[InputKey, torch.Tensor] = {}
+        for key, value in _tensor_inputs(args, kwargs):
+            replays = self._replays.get((index, key))
+            noise = replays.replay_for(value) if replays is not None else None
+            if noise is not None:
+                replaced[key] = value + noise
+        return _replace(args, kwargs, replaced) if replaced else None
+
+    def _replays_of(self, index: int, key: InputKey) -> Replays:
+        site = f"{self.block_paths[index]} {_input_name(key)}"
+        return self._replays.setdefault((index, key), Replays(site))
+
+    def _refuse_while_compiling(self) -> None:
+        if torch.compiler.is_compiling():
+            raise NEFTuneInputError(
+                f"NEFTune learns which inputs of {type(self.blocks[0]).__name__} and the blocks after it carry "
+                "the embeddings on its first noised training pass, and that pass is being compiled. Attach to the "
+                "torch.compile'd module (its first passes then run eagerly), or run one training step before "
+                "compiling."
+            )
+
+    def _refuse_layout(self, hidden: torch.Tensor, plan: NoisePlan) -> None:
+        raise NEFTuneInputError(
+            f"{self.block_paths[0] if self.blocks else self.noise_site} received hidden states of shape "
+            f"{tuple(hidden.shape)} for a batch of {tuple(plan.segments.shape)} tokens: the model inserts, "
+            "removes or re-lays positions between its embeddings and its first block, so NEFTune cannot line "
+            "the batch's masks up with them. Refusing rather than noise the wrong positions."
+        )
+
+    # --- the noise -----------------------------------------------------------------------------------------
 
     def _transposed(self, call: Mapping[str, Any], args: tuple) -> bool:
         """Whether the model embeds its ids as ``[L, B]`` (XLNet); refuses ids the model re-laid otherwise."""
@@ -272,43 +473,15 @@ class NEFTuneHandle:
             "noise the wrong positions."
         )
 
-    def _read_plan(
-        self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device, transposed: bool
-    ) -> NoisePlan:
-        segments = self._plugins.hook.neft_read_segments(inputs=call, batch_shape=batch_shape).to(device)
-        text = self._text_positions(call, batch_shape, segments.device)
-        if text is not None:
-            segments = segments * text
-        labels = call.get("labels")
-        # An encoder-decoder's labels are the decoder's: they say nothing about the encoder's positions.
-        aligned = self.encoder is None and isinstance(labels, torch.Tensor) and labels.shape == batch_shape
-        labels = labels if aligned else None
-        if labels is not None:
-            segments = without_unsupervised(segments, labels)
-        try:
-            noised = scope_mask(segments, labels, self.config.neftune_scope)
-        except ValueError as error:
-            raise NEFTuneInputError(str(error)) from error
-        if self.config.neftune_length == "padded":
-            return NoisePlan(segments, noised, None, transposed)
-        if self.config.neftune_scope != "all":  # "all" noises every position of a segment already
-            segments = segments * noised
-        return NoisePlan(segments, noised, self._token_counts(segments, noised), transposed)
-
     def _noise_for(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
-        """``alpha / sqrt(L_s * d)`` noise per sequence for ``hidden`` (d: its width), in its dtype and layout,
-        recorded."""
+        """``alpha / sqrt(L_s * d)`` noise per sequence for ``hidden`` (one copy of the embeddings; d: its width),
+        in its dtype and layout, recorded."""
         transposed = plan.transposed or self._transposed_at_block(hidden, plan)
         received = hidden.transpose(0, 1) if transposed else hidden
         if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
-            raise NEFTuneInputError(
-                f"{self.noise_site.removeprefix('the input of ')} received hidden states of shape "
-                f"{tuple(hidden.shape)} for a batch of {tuple(plan.segments.shape)} tokens: the model inserts, "
-                "removes or re-lays positions between its embeddings and its first block, so NEFTune cannot line "
-                "the batch's masks up with them. Refusing rather than noise the wrong positions."
-            )
+            self._refuse_layout(hidden, plan)
         scale = per_token_scale(plan.segments, plan.noised, received.shape[2], plan.counts)
-        noise = opaque.draw_noise(id(self), received.shape, noise_dtype(received), received.device)
+        noise = custom_ops.draw_noise(id(self), received.shape, noise_dtype(received), received.device)
         noise.mul_(scale.unsqueeze(-1))
         self._observe(received, noise, plan.segments, plan.counts > 0, plan.noised.sum())
         noise = noise.to(hidden.dtype)
@@ -324,7 +497,7 @@ class NEFTuneHandle:
 
     def _padded_noise(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """transformers' built-in noise, bit for bit: padded length, every position, at the module's output."""
-        noise = opaque.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)
+        noise = custom_ops.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)
         received = noise.transpose(0, 1) if plan.transposed else noise
         tokens = plan.segments.new_tensor(plan.segments.numel())
         is_sequence = segment_token_counts(plan.segments, plan.noised) > 0
@@ -344,8 +517,9 @@ class NEFTuneHandle:
         is_sequence: torch.Tensor,
         tokens: torch.Tensor,
     ) -> None:
-        """Hand the observers what this pass applied, measured over ``segments`` (0 outside every sequence)."""
-        opaque.observe(id(self), *measure(clean, noise, segments), is_sequence, tokens)
+        """Record what this pass applied to one copy of the embeddings, measured over ``segments`` (0 outside
+        every sequence)."""
+        custom_ops.observe_noise(id(self), *measure(clean, noise, segments), is_sequence, tokens)
 
     def _observe_measured(
         self,
@@ -355,48 +529,38 @@ class NEFTuneHandle:
         tokens: torch.Tensor,
     ) -> None:
         record = NoiseRecord(self, self.alpha, noise_norms, embed_norms, is_sequence, tokens)
+        self.stats.add(record)
         self._plugins.hook.neft_observe(record=record)
 
-    def _text_positions(
-        self, call: Mapping[str, Any], batch_shape: tuple[int, int], device: torch.device
-    ) -> torch.Tensor | None:
-        """False at media placeholders (their embeddings are replaced by image/video/audio features): they get
-        no noise and do not count in L. None when the model has none."""
-        input_ids = call.get("input_ids")
-        if (
-            not self.placeholder_ids
-            or not isinstance(input_ids, torch.Tensor)
-            or input_ids.shape != batch_shape
-        ):
-            return None
-        placeholders = torch.tensor(self.placeholder_ids, device=input_ids.device)
-        return ~torch.isin(input_ids, placeholders).to(device)
 
-    def _token_counts(self, segments: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
-        """L_s per segment; under context parallelism, summed over the ranks that hold the sequence's slices."""
-        counts = segment_token_counts(segments, noised)
-        if self.sequence_group is None:
-            return counts
-        if bool((segments > 1).any()):
-            raise NEFTuneInputError(
-                "packed rows under context parallelism: each rank holds a slice of the row, so its sequences "
-                "cannot be told apart locally. Turn packing off, or context parallelism off, with NEFTune."
-            )
-        torch.distributed.all_reduce(counts, group=self.sequence_group)
-        return counts
-
-
-def _hidden_states(
-    args: tuple, kwargs: dict[str, Any]
-) -> tuple[torch.Tensor | None, Callable[[torch.Tensor], tuple[tuple, dict]]]:
-    """A block's hidden-states input (``hidden_states=`` or its first tensor argument), and how to call the
-    block with a replacement for it."""
+def _hidden_key(args: tuple, kwargs: dict[str, Any]) -> InputKey | None:
+    """Where a block's hidden-states input is: ``hidden_states=``, or its first tensor argument."""
     if isinstance(kwargs.get("hidden_states"), torch.Tensor):
-        return kwargs["hidden_states"], lambda new: (args, {**kwargs, "hidden_states": new})
-    index = next((i for i, arg in enumerate(args) if isinstance(arg, torch.Tensor)), None)
-    if index is None:
-        return None, lambda new: (args, kwargs)
-    return args[index], lambda new: ((*args[:index], new, *args[index + 1 :]), kwargs)
+        return "hidden_states"
+    return next((index for index, arg in enumerate(args) if isinstance(arg, torch.Tensor)), None)
+
+
+def _tensor_inputs(args: tuple, kwargs: dict[str, Any]) -> Iterator[tuple[InputKey, torch.Tensor]]:
+    yield from ((index, arg) for index, arg in enumerate(args) if isinstance(arg, torch.Tensor))
+    yield from ((name, value) for name, value in kwargs.items() if isinstance(value, torch.Tensor))
+
+
+def _input(args: tuple, kwargs: dict[str, Any], key: InputKey) -> Any:
+    if isinstance(key, int):
+        return args[key] if key < len(args) else None
+    return kwargs.get(key)
+
+
+def _replace(
+    args: tuple, kwargs: dict[str, Any], replaced: Mapping[InputKey, torch.Tensor]
+) -> tuple[tuple, dict]:
+    new_args = tuple(replaced.get(index, arg) for index, arg in enumerate(args))
+    named = {name: value for name, value in replaced.items() if isinstance(name, str)}
+    return new_args, {**kwargs, **named}
+
+
+def _input_name(key: InputKey) -> str:
+    return f"argument {key}" if isinstance(key, int) else repr(key)
 
 
 def attach(

@@ -20,6 +20,7 @@ from neft_plugins.attach import NEFTuneHandle, attach
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 from neft_plugins.errors import NEFTuneAttachError
 from neft_plugins.stream import distributed_rank
+from neft_plugins.structure import compiled_wrapper, unwrap_model
 from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
@@ -76,7 +77,9 @@ class NEFTuneCallback(TrainerCallback):
         # Callbacks added after construction: guard each training step.
         self._guard(trainer, "training_step")
         self._detach()
-        self.handle = attach(model, self.config, sequence_group=_context_parallel_group(trainer))
+        self.handle = attach(
+            _outermost(trainer, model), self.config, sequence_group=_context_parallel_group(trainer)
+        )
         self.handle.set_step(state.global_step, state.max_steps)
         _warn_on_policy(trainer)
         if self.config.neftune_clean_loss:
@@ -303,6 +306,19 @@ def _remove_builtin_hook(trainer: Trainer) -> None:
     hook = getattr(trainer, "neftune_hook_handle", None)
     if hook is not None:
         builtin_neftune.deactivate(trainer.model, hook)
+
+
+def _outermost(trainer: Trainer, model: torch.nn.Module) -> torch.nn.Module:
+    """The trainer's wrapped model when it is ``model`` compiled: the torch.compile wrapper's hooks run outside the
+    compiled code, where NEFTune learns on its first pass."""
+    wrapped = getattr(trainer, "model_wrapped", None)
+    if (
+        isinstance(wrapped, torch.nn.Module)
+        and compiled_wrapper(wrapped) is not None
+        and unwrap_model(wrapped) is unwrap_model(model)
+    ):
+        return wrapped
+    return model
 
 
 def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup | None:

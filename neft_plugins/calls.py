@@ -1,29 +1,17 @@
-"""Which model call is running: its inputs by name (what the segment readers read), whether the decoder of an
-encoder-decoder is running, and the noise plan read in the call but not yet applied at the first block."""
+"""Which model call is running: its inputs by name (what the segment readers read), and whether the decoder of
+an encoder-decoder is running. The handle is told when an outermost call starts and ends."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from neft_plugins.errors import NEFTuneInputError
-
 logger = logging.getLogger("neft_plugins")
-
-
-@dataclass(frozen=True)
-class NoisePlan:
-    """What the embedding hook read from a training pass's batch, for the first block to apply."""
-
-    segments: torch.Tensor  # [B, L] sequence ids, 0 = no sequence (and, but for padded length, no noise)
-    noised: torch.Tensor  # [B, L] positions that get noise
-    counts: torch.Tensor | None  # L_s per segment, as segment_token_counts gives it (None: padded length)
-    transposed: bool  # the model runs its sequence layout as [L, B] (XLNet)
 
 
 class CallTracker:
@@ -35,13 +23,13 @@ class CallTracker:
         encoder: nn.Module | None,
         decoder: nn.Module | None,
         embeddings_path: str,
-        first_block_path: str | None,
+        on_start: Callable[[], None],
+        on_end: Callable[[nn.Module, Any], None],
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
-        self.embeddings_path, self.first_block_path = embeddings_path, first_block_path
+        self.embeddings_path = embeddings_path
         self.embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
-        self.plan: NoisePlan | None = None
-        self._applied = False
+        self._on_start, self._on_end = on_start, on_end
         self._calls: list[tuple[dict[str, Any], int]] = []
         self._stack_depth = 0
         self._warned_bypass = False
@@ -71,21 +59,15 @@ class CallTracker:
             return self._stack_depth > 0
         return self.encoder is not None and self._stack_depth == 0
 
-    def take_plan(self) -> NoisePlan | None:
-        plan, self.plan = self.plan, None
-        self._applied = self._applied or plan is not None
-        return plan
-
     def clear(self) -> None:
         self._calls.clear()
-        self.plan = None
 
     def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         # Every input, by name: segment readers (plugins included) pick what they understand.
         call = dict(kwargs)
         call.update(zip(self._positional, args, strict=False))
         if not self._calls:
-            self.plan, self._applied = None, False
+            self._on_start()
         self._calls.append((call, self.embedding_runs))
 
     def _leave_call(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -94,14 +76,7 @@ class CallTracker:
         _, runs_before = self._calls.pop()
         if self._calls:
             return
-        plan, self.plan = self.plan, None
-        if plan is not None and output is not None and not self._applied:
-            raise NEFTuneInputError(
-                f"{type(module).__name__}: a training pass ran {self.embeddings_path} but not "
-                f"{self.first_block_path}, where NEFTune adds its noise, so it got none. The model routes its "
-                "embeddings around its first block; attach to a model whose blocks run in order, or report the "
-                "model to neft-plugins."
-            )
+        self._on_end(module, output)
         trained = module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if trained and self.embedding_runs == runs_before and not self._warned_bypass:
             self._warned_bypass = True
@@ -122,7 +97,9 @@ class CallTracker:
 
 def _positional_names(model: nn.Module) -> tuple[str, ...]:
     try:
-        parameters = inspect.signature(model.forward).parameters.values()
+        parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return ()
-    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return tuple(
+        p.name for p in parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )

@@ -1,18 +1,16 @@
-"""The built-in observer: running means of what was applied, for the trainer's ``neft/*`` logs."""
+"""Running means of what one attachment applied, for the trainer's ``neft/*`` logs."""
 
 from __future__ import annotations
 
 import torch
 
-from neft_plugins.hookspecs import hookimpl
 from neft_plugins.record import NoiseRecord
 
 
 class NoiseStats:
-    """Built-in observer: running sums for one attachment since the last ``read_and_reset``."""
+    """Running sums for one attachment since the last ``read_and_reset``; its handle adds every record."""
 
-    def __init__(self, source: object) -> None:
-        self.source = source
+    def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
@@ -20,10 +18,7 @@ class NoiseStats:
         # Sums of the sequences' noise norms and embedding norms, the sequences and the tokens noised.
         self._totals: torch.Tensor | None = None
 
-    @hookimpl
-    def neft_observe(self, record: NoiseRecord) -> None:
-        if record.source is not self.source:
-            return
+    def add(self, record: NoiseRecord) -> None:
         self.records += 1
         # Columns past 0 that hold no sequence are 0 in both norms: summing them all sums the sequences.
         totals = torch.stack(

@@ -8,6 +8,7 @@ after whatever the model does to its embeddings (a multiplier, a norm, a project
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -27,15 +28,32 @@ MEDIA_TOWER_WORDS = ("vision", "visual", "image", "audio", "video", "speech", "v
 BLOCK_STACKS = (nn.ModuleList, nn.Sequential)
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip torch.compile and distributed wrappers down to the model that owns the embeddings."""
+def _wrapper_chain(model: nn.Module) -> Iterator[nn.Module]:
+    """``model``, then each module it wraps (torch.compile, DDP/FSDP/DeepSpeed), down to the one that owns the
+    embeddings."""
     while True:
+        yield model
         compiled = getattr(model, "_orig_mod", None)
         wrapped = getattr(model, "module", None) if not hasattr(model, "get_input_embeddings") else None
         inner = compiled if isinstance(compiled, nn.Module) else wrapped
         if not isinstance(inner, nn.Module):
-            return model
+            return
         model = inner
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip torch.compile and distributed wrappers down to the model that owns the embeddings."""
+    *_, inner = _wrapper_chain(model)
+    return inner
+
+
+def compiled_wrapper(model: nn.Module) -> nn.Module | None:
+    """The ``torch.compile`` wrapper (an ``OptimizedModule``) among ``model``'s wrappers, or None: its own hooks
+    run outside the compiled code."""
+    return next(
+        (each for each in _wrapper_chain(model) if isinstance(getattr(each, "_orig_mod", None), nn.Module)),
+        None,
+    )
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -100,7 +118,13 @@ def find_decoder(model: nn.Module) -> nn.Module | None:
 
 
 def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None:
-    """The first block of the stack the token embeddings enter, or None for a model with no stack of blocks.
+    """The first block of the stack the token embeddings enter, or None for a model with no stack of blocks."""
+    blocks = find_blocks(root, embeddings)
+    return None if blocks is None else blocks[0]
+
+
+def find_blocks(root: nn.Module, embeddings: nn.Module) -> nn.Module | None:
+    """The stack of blocks the token embeddings enter, or None for a model with no stack of blocks.
 
     From the embedding module up through its parents, the first parent that holds a stack (an
     ``nn.ModuleList``, else an ``nn.Sequential``, outside the embeddings and outside media towers) is the
@@ -120,7 +144,7 @@ def find_first_block(root: nn.Module, embeddings: nn.Module) -> nn.Module | None
         for parent in parents:
             stacks = _outermost_stacks(root.get_submodule(parent), embeddings, kind)
             if stacks:
-                return _the_blocks(stacks, root)[0]
+                return _the_blocks(stacks, root)
     return None
 
 

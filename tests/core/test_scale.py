@@ -202,6 +202,7 @@ def test_the_noise_path_adds_no_graph_break(layout):
     batch = compile_batches()[layout]
     without = torch._dynamo.explain(model)(**batch)
     with neftune(model, neftune_alpha=5, neftune_seed=0):
+        model(**batch)  # the first noised pass learns the carriers of the embeddings, eagerly
         explained = torch._dynamo.explain(model)(**batch)
     assert without.graph_break_count == 0, without.break_reasons
     assert explained.graph_break_count == 0, [reason.reason for reason in explained.break_reasons]
@@ -238,7 +239,10 @@ def test_fullgraph_compiled_training_gets_eager_noise_without_recompiling(record
     counters.clear()
     compiled = torch.compile(make_llama().train(), fullgraph=True, backend="aot_eager")
     graphs = train_steps(compiled, batch, 6, **keys)
-    assert graphs[0] > 0 and graphs == [graphs[0]] * 6, f"graphs compiled after each step: {graphs}"
+    # The first pass runs eagerly (it learns the carriers of the embeddings), then one graph serves every step.
+    assert graphs[0] == 0 and graphs[1] > 0 and graphs[1:] == [graphs[1]] * 5, (
+        f"graphs after each step: {graphs}"
+    )
     assert len(recorder.records) == 6, "every compiled training pass reached the observer"
     assert [int(record.tokens_noised) for record in recorder.records] == [26] * 6
     assert [record.alpha for record in recorder.records] == [record.alpha for record in eager]

@@ -100,8 +100,14 @@ FIXES: dict[str, dict[str, Any]] = {
     "zamba2": {"layers_block_type": ["hybrid", "mamba", "hybrid"], "hybrid_layer_ids": [0, 2]},
     # Left for the checkpoint to fill, and not a size.
     "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
-    # The rest of Qwen4-Exp's QSA indexer is sizes, filled after construction; these two are not.
-    "qwen4_exp_text": {"indexer_budget": 8, "indexer_compress_ratio": 4},
+    # Qwen4-Exp's QSA indexer: validated whole at construction, before sizes left None could be filled.
+    "qwen4_exp_text": {
+        "indexer_budget": 8,
+        "indexer_compress_ratio": 4,
+        "indexer_n_heads": HEADS,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": HEAD_DIM,
+    },
     "chameleon": {"vocabulary_map": {"<image>": VOCAB - 16}},
     "emu3": {"vocabulary_map": {"<image>": VOCAB - 16}},
     "qwen2_5_omni_thinker": {"vision_start_token_id": VOCAB - 16},
@@ -466,28 +472,49 @@ def _blocks(model: nn.Module) -> Iterator[nn.Module]:
             yield from (block for block in module if next(block.parameters(), None) is not None)
 
 
-def _hidden_states(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor | None:
+def _hidden_key(args: tuple, kwargs: dict[str, Any]) -> int | str | None:
     if args and isinstance(args[0], torch.Tensor):
-        return args[0]
+        return 0
     if isinstance(kwargs.get("hidden_states"), torch.Tensor):
-        return kwargs["hidden_states"]
-    return next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
+        return "hidden_states"
+    return next(
+        (key for key, value in [*enumerate(args), *kwargs.items()] if isinstance(value, torch.Tensor)), None
+    )
 
 
-def first_block_inputs(model: nn.Module, batch: dict[str, torch.Tensor], seed: int = 0) -> torch.Tensor:
-    """The hidden states the first block of the text stack receives in one training-mode forward, as it
-    receives them: the input of the first ModuleList element that runs after the token embedding module."""
-    seen: list[torch.Tensor] = []
+@dataclass(frozen=True)
+class BlockRun:
+    """One run of a block after the token embeddings: every tensor input, by position or keyword, as received."""
+
+    block: str
+    inputs: dict[int | str, torch.Tensor]
+    hidden: int | str | None  # the hidden-states input's key
+
+    @property
+    def hidden_states(self) -> torch.Tensor:
+        return self.inputs[self.hidden]
+
+
+def block_runs(model: nn.Module, batch: dict[str, torch.Tensor], seed: int = 0) -> list[BlockRun]:
+    """Every run of every block (ModuleList element outside media towers) after the token embedding module, in
+    one training-mode forward, with the tensor inputs each received."""
+    runs: list[BlockRun] = []
     embedded = False
+    names = {module: name for name, module in model.named_modules()}
 
     def after_embedding(module: nn.Module, args: tuple, output: Any) -> None:
         nonlocal embedded
         embedded = True
 
     def before_block(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        hidden = _hidden_states(args, kwargs)
-        if embedded and not seen and hidden is not None:
-            seen.append(hidden.detach().clone())
+        key = _hidden_key(args, kwargs)
+        if embedded and (runs or key is not None):
+            tensors = {
+                key: value.detach().clone()
+                for key, value in [*enumerate(args), *kwargs.items()]
+                if isinstance(value, torch.Tensor)
+            }
+            runs.append(BlockRun(names[module], tensors, key))
 
     embeddings = text_embeddings(model)
     hooks = [module.register_forward_hook(after_embedding) for module in embeddings]
@@ -500,11 +527,17 @@ def first_block_inputs(model: nn.Module, batch: dict[str, torch.Tensor], seed: i
         for hook in hooks:
             hook.remove()
     if not embedded:
-        names = ", ".join(type(module).__name__ for module in embeddings)
-        raise RuntimeError(f"the token embeddings ({names}) did not run")
-    if not seen:
+        names_run = ", ".join(type(module).__name__ for module in embeddings)
+        raise RuntimeError(f"the token embeddings ({names_run}) did not run")
+    if not runs:
         raise RuntimeError("no block ran after the token embeddings")
-    return seen[0]
+    return runs
+
+
+def first_block_inputs(model: nn.Module, batch: dict[str, torch.Tensor], seed: int = 0) -> torch.Tensor:
+    """The hidden states the first block of the text stack receives in one training-mode forward, as it
+    receives them: the input of the first ModuleList element that runs after the token embedding module."""
+    return block_runs(model, batch, seed)[0].hidden_states
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
@@ -537,6 +570,38 @@ def sequence_layout(hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> Lay
     return Layout(f"{list(hidden.shape)}", None)
 
 
+def split_copies(value: torch.Tensor, like: torch.Tensor) -> list[torch.Tensor] | None:
+    """``value`` cut into pieces shaped like ``like`` (``[X, Y, d]``): itself, its width in ``d``-wide chunks, or
+    its slices along an extra axis; None when its shape cannot hold copies of ``like``."""
+    if value.shape == like.shape:
+        return [value]
+    if value.dim() == 3 and value.shape[:2] == like.shape[:2] and value.shape[-1] % like.shape[-1] == 0:
+        return list(value.split(like.shape[-1], dim=-1))
+    for axis in range(value.dim() - 1) if value.dim() == like.dim() + 1 else ():
+        if value.shape[:axis] + value.shape[axis + 1 :] == like.shape:
+            return list(value.unbind(axis))
+    return None
+
+
+def one_copy(
+    hidden: torch.Tensor, batch: dict[str, torch.Tensor], width: int | None
+) -> tuple[torch.Tensor, str]:
+    """The embeddings the first block's hidden states hold, once: a 4-D input's slice along its extra axis, a
+    3-D input's first ``width`` channels (the text config's hidden size) where it repeats them; and how the
+    copies are laid out."""
+    batch_size, length = batch["input_ids"].shape
+    if hidden.dim() == 4:
+        for axis in range(3):
+            rest = hidden.shape[:axis] + hidden.shape[axis + 1 : 3]
+            if rest in ((batch_size, length), (length, batch_size)):
+                return hidden.select(axis, 0), f"{hidden.shape[axis]} streams along axis {axis}"
+    if hidden.dim() == 3 and width and hidden.shape[-1] != width and hidden.shape[-1] % width == 0:
+        pieces = split_copies(hidden, hidden[..., :width])
+        if all(torch.equal(piece, pieces[0]) for piece in pieces):
+            return pieces[0], f"{len(pieces)} copies along the width"
+    return hidden, ""
+
+
 @dataclass
 class Result:
     id: str
@@ -545,9 +610,10 @@ class Result:
     layout: str = ""
     ratios: list[float] = field(default_factory=list)
     padding_exact: bool = True
-    noise_norm: float = math.nan  # measured: mean per-sequence norm of what the first block received extra
-    embed_norm: float = math.nan  # measured: mean per-sequence norm of the clean first-block input
+    noise_norm: float = math.nan  # measured: mean per-sequence norm of what one copy of the embeddings got
+    embed_norm: float = math.nan  # measured: mean per-sequence norm of one clean copy of the embeddings
     logs: dict[str, float] = field(default_factory=dict)
+    carriers: list[str] = field(default_factory=list)  # block inputs that carry the embeddings, with copies
     seconds: float = 0.0
 
 
@@ -559,40 +625,73 @@ def refusal_errors() -> tuple[type[BaseException], ...]:
 
 
 def measure(entry: Entry, model: nn.Module) -> Result:
-    """A clean and a noised training forward of ``model`` (built from ``entry``), compared at the first
-    block's input. Raises what building inputs or the clean forward raises."""
+    """A clean and a noised training forward of ``model`` (built from ``entry``), compared at every block
+    input that carries the embeddings. Raises what building inputs or the clean forward raises."""
     import neft_plugins
 
     model.train()
     batch = text_batch(model)
-    clean = first_block_inputs(model, batch)
+    clean = block_runs(model, batch)
     try:
         handle = neft_plugins.attach(model, neftune_alpha=ALPHA)
     except refusal_errors() as error:
         return Result(entry.id, "refused", str(error))
     try:
-        noised = first_block_inputs(model, batch)
+        noised = block_runs(model, batch)
         logs = handle.read_logs()
     except refusal_errors() as error:
         return Result(entry.id, "refused", str(error))
     finally:
         handle.detach()
-    return compare(entry.id, clean, noised, batch, logs)
+    width = getattr(text_config(model.config), "hidden_size", None)
+    return compare(entry.id, clean, noised, batch, logs, width if isinstance(width, int) else None)
 
 
 def compare(
-    entry_id: str, clean: torch.Tensor, noised: torch.Tensor, batch: dict[str, torch.Tensor], logs: dict
+    entry_id: str,
+    clean: list[BlockRun],
+    noised: list[BlockRun],
+    batch: dict[str, torch.Tensor],
+    logs: dict,
+    width: int | None = None,
 ) -> Result:
-    clean_layout, noised_layout = sequence_layout(clean, batch), sequence_layout(noised, batch)
-    result = Result(entry_id, "wrong", layout=clean_layout.name, logs=logs)
-    if clean_layout.rows is None or noised_layout.rows is None:
+    """Every input of every block run that holds (copies of) the clean embeddings must hold them plus one noise,
+    the same in every copy and every input; that noise's norm per sequence is alpha/sqrt(3), padding gets 0."""
+    embeddings, copies = one_copy(clean[0].hidden_states, batch, width)
+    result = Result(entry_id, "wrong", logs=logs)
+    if len(noised) != len(clean):
+        result.detail = f"{len(clean)} block runs clean, {len(noised)} noised"
+        return result
+    noise: torch.Tensor | None = None
+    problems: list[str] = []
+    for clean_run, noised_run in zip(clean, noised, strict=True):
+        for key, value in clean_run.inputs.items():
+            pieces = split_copies(value, embeddings)
+            if pieces is None or not all(torch.equal(piece, embeddings) for piece in pieces):
+                continue
+            name = f"{clean_run.block}[{key!r}]" + (f" x{len(pieces)}" if len(pieces) > 1 else "")
+            result.carriers.append(name)
+            received = noised_run.inputs.get(key)
+            if received is None or received.shape != value.shape:
+                problems.append(f"{name} not received alike")
+                continue
+            diffs = split_copies(received - value, embeddings)
+            noise = diffs[0] if noise is None else noise
+            if not all(torch.equal(diff, noise) for diff in diffs):
+                problems.append(f"{name} does not get the same noise as {result.carriers[0]}")
+    result.layout = copies or sequence_layout(embeddings, batch).name
+    if noise is None:
+        result.detail = "no block input holds the clean embeddings"
+        return result
+    clean_layout, noise_layout = sequence_layout(embeddings, batch), sequence_layout(noise, batch)
+    if clean_layout.rows is None or noise_layout.rows is None:
         result.detail = f"layout differs: the first block receives {clean_layout.name}"
         return result
     expected = ALPHA / math.sqrt(3)
     real = batch["attention_mask"].bool()
-    diff = (noised_layout.rows - clean_layout.rows).double()
-    rows, noise_norms, embed_norms = range(len(LENGTHS)), [], []
-    for row in rows:
+    diff = noise_layout.rows.double()
+    noise_norms, embed_norms = [], []
+    for row in range(len(LENGTHS)):
         if clean_layout.extra:
             # Where the inserted positions are is not known: count the noised positions instead.
             noised_positions = diff[row].ne(0).any(-1)
@@ -607,7 +706,7 @@ def compare(
     result.noise_norm = sum(noise_norms) / len(noise_norms)
     result.embed_norm = sum(embed_norms) / len(embed_norms)
     low, high = RATIO_RANGE
-    problems = [] if result.padding_exact else ["padding noised"]
+    problems += [] if result.padding_exact else ["padding noised"]
     if not all(low <= ratio <= high for ratio in result.ratios):
         problems.append("ratios " + ", ".join(f"{ratio:.3g}" for ratio in result.ratios))
     problems += telemetry_problems(result)
@@ -686,7 +785,8 @@ def table(results: list[Result]) -> str:
     for result in results:
         detail = result.detail
         if result.status in ("right", "wrong") and result.ratios:
-            detail = f"ratios {'/'.join(f'{r:.2f}' for r in result.ratios)}; {detail}".rstrip("; ")
+            carried = f"; carriers {', '.join(result.carriers)}" if len(result.carriers) > 1 else ""
+            detail = f"ratios {'/'.join(f'{r:.2f}' for r in result.ratios)}{carried}; {detail}".rstrip("; ")
         layout = f" [{result.layout}]" if result.layout and result.layout != "[B, L, d]" else ""
         lines.append(f"{result.status:<13} {result.id}{layout}  {detail[:160]}")
     counts: dict[str, int] = {}

@@ -41,8 +41,8 @@ def _(shape: list[int], dtype: torch.dtype, device: torch.device, key: int, padd
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-@torch.library.custom_op("neft_plugins::observe", mutates_args=(), tags=_OUTSIDE_CUDA_GRAPHS)
-def _observe_op(
+@torch.library.custom_op("neft_plugins::observe_noise", mutates_args=(), tags=_OUTSIDE_CUDA_GRAPHS)
+def _observe_noise_op(
     noise_norms: torch.Tensor,
     embed_norms: torch.Tensor,
     is_sequence: torch.Tensor,
@@ -52,19 +52,10 @@ def _observe_op(
     _observers[key](noise_norms, embed_norms, is_sequence, tokens)
 
 
-@_observe_op.register_fake
-def _(
-    noise_norms: torch.Tensor,
-    embed_norms: torch.Tensor,
-    is_sequence: torch.Tensor,
-    tokens: torch.Tensor,
-    key: int,
-) -> None:
-    return None
-
+_observe_noise_op.register_fake(lambda *inputs: None)  # it returns nothing, whatever it is given
 
 # It returns nothing: without an effect, the compiler would drop it as dead code.
-_register_effectful_op(_observe_op, _EffectType.ORDERED)
+_register_effectful_op(_observe_noise_op, _EffectType.ORDERED)
 
 
 def draw_noise(
@@ -75,7 +66,7 @@ def draw_noise(
     return _draws[key](torch.empty(shape, dtype=dtype, device=device), padded)
 
 
-def observe(
+def observe_noise(
     key: int,
     noise_norms: torch.Tensor,
     embed_norms: torch.Tensor,
@@ -83,6 +74,6 @@ def observe(
     tokens: torch.Tensor,
 ) -> None:
     if torch.compiler.is_compiling():
-        _observe_op(noise_norms, embed_norms, is_sequence, tokens, key)
+        _observe_noise_op(noise_norms, embed_norms, is_sequence, tokens, key)
     else:
         _observers[key](noise_norms, embed_norms, is_sequence, tokens)
