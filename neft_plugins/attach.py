@@ -13,22 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from neft_plugins import custom_ops
 from neft_plugins.calls import CallTracker
 from neft_plugins.carriers import ONE_COPY, Copies, copies_in_first_input, copies_of
 from neft_plugins.config import NEFTuneConfig, as_config, check_no_double_noise
+from neft_plugins.draw import NoiseSource
 from neft_plugins.errors import (
     NEFTuneAttachError,
     NEFTuneConfigError,
     NEFTuneConflictError,
     NEFTuneInputError,
 )
-from neft_plugins.noise import noise_dtype, padded_magnitude, per_token_scale, segment_token_counts
 from neft_plugins.plan import NoisePlan, PlanReader
-from neft_plugins.plugins import distributions, plugin_manager, schedules
-from neft_plugins.record import NoiseRecord, measure
-from neft_plugins.stats import NoiseStats
-from neft_plugins.stream import NoiseStream, Replays, may_recompute
+from neft_plugins.plugins import plugin_manager, schedules
+from neft_plugins.stream import Replays, may_recompute
 from neft_plugins.structure import (
     base_model,
     check_no_layer_drop,
@@ -130,12 +127,10 @@ class NEFTuneHandle:
         self.noise_site = (
             f"the input of {self.block_paths[0]}" if self.blocks else f"the output of {self.embeddings_path}"
         )
-        self.alpha = config.neftune_alpha
-        self._noising = self.alpha > 0  # a bool, not alpha: a compiled graph guards on it, and alpha changes
-        self.stats = NoiseStats()
-        self._sample = distributions()[config.neftune_distribution]
-        self._schedule = schedules()[config.neftune_schedule]
         self._plugins = plugin_manager()
+        self.noise = NoiseSource(self, config, self._plugins)
+        self._noising = self.alpha > 0  # a bool, not alpha: a compiled graph guards on it, and alpha changes
+        self._schedule = schedules()[config.neftune_schedule]
         self.reader = PlanReader(
             self._plugins.hook.neft_read_segments,
             config.neftune_scope,
@@ -153,7 +148,6 @@ class NEFTuneHandle:
             self._start_call,
             self._end_call,
         )
-        self.stream = NoiseStream(config.neftune_seed)
         # Learnt on the first noised training pass: how the first block's input holds the embeddings, and which
         # inputs of which blocks carry them.
         self.first_copies: Copies | None = None
@@ -171,7 +165,6 @@ class NEFTuneHandle:
         )
         self._block_transposed = False  # learnt from the first non-square batch
         self._warned_nothing_noised = False
-        custom_ops.register(id(self), self._draw, self._observe_measured)
         self._hooks = [
             *self.calls.register(model),
             *(module.register_forward_hook(self._embedding_hook) for module in dict.fromkeys(watched)),
@@ -203,23 +196,28 @@ class NEFTuneHandle:
         self.calls.clear()
         self._replays.clear()
         self._plan, self._noise, self._learning = None, None, None
-        custom_ops.unregister(id(self))
+        self.noise.close()
         _attached.pop(self.embeddings, None)
         logger.warning("neft_plugins: detached NEFTune from %s", self.noise_site)
+
+    @property
+    def alpha(self) -> float:
+        """The alpha in force (after the schedule)."""
+        return self.noise.alpha
 
     def set_step(self, step: int, total_steps: int) -> float:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
         for replays in self._replays.values():
             replays.clear()  # the last step's backward passes are done
-        self.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
+        self.noise.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
         self._noising = self.alpha > 0
         return self.alpha
 
     def read_logs(self) -> dict[str, float]:
         """The ``neft/*`` log entries since the last read; warns once if training passes ran but no token got
         noise (the case a log line alone would not make obvious)."""
-        observed = self.stats.records
-        logs = self.stats.read_and_reset(self.alpha)
+        observed = self.noise.stats.records
+        logs = self.noise.stats.read_and_reset(self.alpha)
         # Inside a compiled graph the runs are not counted (a counter would be a guard): its records tell.
         ran = self.calls.embedding_runs > self._runs_at_last_read or observed > 0
         self._runs_at_last_read = self.calls.embedding_runs
@@ -237,10 +235,10 @@ class NEFTuneHandle:
 
     def rng_state(self) -> torch.Tensor | None:
         """The noise generator's state (None while noise comes from torch's global RNG)."""
-        return self.stream.state()
+        return self.noise.stream.state()
 
     def set_rng_state(self, state: torch.Tensor | None) -> None:
-        self.stream.set_state(state)
+        self.noise.stream.set_state(state)
 
     # --- the model call ------------------------------------------------------------------------------------
 
@@ -310,7 +308,7 @@ class NEFTuneHandle:
             self.calls.inputs, (embedded.shape[0], embedded.shape[1]), embedded.device, transposed
         )
         if self.config.neftune_length == "padded":
-            return output + self._padded_noise(output, embedded, plan)
+            return output + self.noise.padded(output, embedded, plan)
         if self.first_block is None:
             return output + self._noise_for(output, plan)
         self._plan = plan
@@ -480,11 +478,7 @@ class NEFTuneHandle:
         received = hidden.transpose(0, 1) if transposed else hidden
         if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
             self._refuse_layout(hidden, plan)
-        scale = per_token_scale(plan.segments, plan.noised, received.shape[2], plan.counts)
-        noise = custom_ops.draw_noise(id(self), received.shape, noise_dtype(received), received.device)
-        noise.mul_(scale.unsqueeze(-1))
-        self._observe(received, noise, plan.segments, plan.counts > 0, plan.noised.sum())
-        noise = noise.to(hidden.dtype)
+        noise = self.noise.per_sequence(received, plan)
         return noise.transpose(0, 1) if transposed else noise
 
     def _transposed_at_block(self, hidden: torch.Tensor, plan: NoisePlan) -> bool:
@@ -494,43 +488,6 @@ class NEFTuneHandle:
         if rows != length and hidden.dim() == 3:
             self._block_transposed = tuple(hidden.shape[:2]) == (length, rows)
         return self._block_transposed
-
-    def _padded_noise(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
-        """transformers' built-in noise, bit for bit: padded length, every position, at the module's output."""
-        noise = custom_ops.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)
-        received = noise.transpose(0, 1) if plan.transposed else noise
-        tokens = plan.segments.new_tensor(plan.segments.numel())
-        is_sequence = segment_token_counts(plan.segments, plan.noised) > 0
-        self._observe(embedded, received, plan.segments, is_sequence, tokens)
-        return noise
-
-    def _draw(self, out: torch.Tensor, padded: bool) -> torch.Tensor:
-        """Fill ``out`` ([B, L, d]) from the noise stream: magnitude alpha, or the built-in's padded-length bound."""
-        magnitude = padded_magnitude(self.alpha, out.shape[1], out.shape[2]) if padded else self.alpha
-        return self._sample(out, magnitude, self.stream.generator_for(out.device))
-
-    def _observe(
-        self,
-        clean: torch.Tensor,
-        noise: torch.Tensor,
-        segments: torch.Tensor,
-        is_sequence: torch.Tensor,
-        tokens: torch.Tensor,
-    ) -> None:
-        """Record what this pass applied to one copy of the embeddings, measured over ``segments`` (0 outside
-        every sequence)."""
-        custom_ops.observe_noise(id(self), *measure(clean, noise, segments), is_sequence, tokens)
-
-    def _observe_measured(
-        self,
-        noise_norms: torch.Tensor,
-        embed_norms: torch.Tensor,
-        is_sequence: torch.Tensor,
-        tokens: torch.Tensor,
-    ) -> None:
-        record = NoiseRecord(self, self.alpha, noise_norms, embed_norms, is_sequence, tokens)
-        self.stats.add(record)
-        self._plugins.hook.neft_observe(record=record)
 
 
 def _hidden_key(args: tuple, kwargs: dict[str, Any]) -> InputKey | None:
