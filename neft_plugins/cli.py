@@ -1,4 +1,4 @@
-"""The ``neft`` command: ``neft demo``, ``neft report``, ``neft check CONFIG``, ``neft plugins``."""
+"""The ``neft`` command: ``neft demo``, ``neft report``, ``neft check CONFIG``, ``neft keys``, ``neft plugins``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from neft_plugins.config import NEFTuneConfig
 from neft_plugins.errors import NEFTuneError
+from neft_plugins.keys import KEYS, usage_lines
 from neft_plugins.plugins import distributions, plugin_manager, schedules
 
 AXOLOTL_PLUGIN = "neft_plugins.integrations.axolotl.NEFTunePlugin"
@@ -34,10 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         help="validate the neftune_* keys of a YAML or JSON config, and that the Axolotl plugins it lists import",
     )
     check.add_argument("config", type=Path)
+    commands.add_parser("keys", help="the neftune_* keys: values, defaults and what each does")
     commands.add_parser("plugins", help="list the distributions, schedules and plugins installed")
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "keys":
+        return _list_keys()
     return _list_plugins()
 
 
@@ -85,6 +89,12 @@ def _plugin_problem(dotted_path: str) -> str | None:
         )
     print(f"plugin {dotted_path}: imports ({plugin.__module__})")
     return None
+
+
+def _list_keys() -> int:
+    for key, line in zip(KEYS, usage_lines(), strict=True):
+        print(f"{line.strip()}\n    {key.help}")
+    return 0
 
 
 def _list_plugins() -> int:

@@ -10,59 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfig
 from neft_plugins.config import BUILTIN_KEYS
+from neft_plugins.keys import KEYS
 
 LOG = logging.getLogger(__name__)
 
 
-class NEFTuneArgs(BaseModel):
-    """Input args for neft-plugins' NEFTune (noisy embedding instruction fine-tuning)."""
-
-    neftune_alpha: float | None = Field(
-        default=None,
-        json_schema_extra={
-            "description": "NEFTune noise scale alpha (>= 0; 0 or unset = off). Each sequence's noise norm is "
-            "~alpha/sqrt(3). The paper uses 5 (Alpaca), 10 (ShareGPT), 15 (OpenPlatypus)."
-        },
-    )
-    neftune_distribution: str | None = Field(
-        default=None,
-        json_schema_extra={
-            "description": "Noise distribution: 'uniform' (default), 'gaussian', or a plugin's."
-        },
-    )
-    neftune_schedule: str | None = Field(
-        default=None,
-        json_schema_extra={"description": "Alpha schedule: 'constant' (default), a decay, or a plugin's."},
-    )
-    neftune_scope: str | None = Field(
-        default=None,
-        json_schema_extra={
-            "description": "Which tokens get noise: 'all' (default), 'prompt' or 'response' (by labels == -100)."
-        },
-    )
-    neftune_length: str | None = Field(
-        default=None,
-        json_schema_extra={
-            "description": "L in alpha/sqrt(L*d): 'sequence' (default; each sequence's, or packed segment's, "
-            "real length) or 'padded' (the padded row, as transformers' built-in)."
-        },
-    )
-    neftune_seed: int | None = Field(
-        default=None,
-        json_schema_extra={"description": "Seed of the noise stream (optional; differs per rank)."},
-    )
-    neftune_clean_loss: bool | None = Field(
-        default=None,
-        json_schema_extra={
-            "description": "Also log neft/clean_loss: the training loss of the logging step's batches with the "
-            "noise off (one extra forward pass per log; SFT only)."
-        },
-    )
-
+class _CheckedByTheCore(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def check_neftune_keys(cls, data: Any) -> Any:
@@ -77,6 +34,18 @@ class NEFTuneArgs(BaseModel):
                 data["rl"],
             )
         return data
+
+
+# Input args for neft-plugins' NEFTune: every key of the core's one declaration, optional, with its help text.
+NEFTuneArgs = create_model(
+    "NEFTuneArgs",
+    __base__=_CheckedByTheCore,
+    __module__=__name__,
+    **{
+        key.name: (key.type | None, Field(default=None, json_schema_extra={"description": key.help}))
+        for key in KEYS
+    },
+)
 
 
 def neftune_config(cfg: Any) -> NEFTuneConfig:

@@ -1,7 +1,7 @@
 """``neft-llamafactory``: ``train CONFIG.yaml [key=value ...]``, ``webui``, ``version``.
 
-``train`` takes the YAML ``llamafactory-cli train`` takes, plus neft-plugins' keys (``neftune_alpha``,
-``neftune_distribution``, ``neftune_schedule``, ``neftune_scope``, ``neftune_length``, ``neftune_seed``).
+``train`` takes the YAML ``llamafactory-cli train`` takes, plus neft-plugins' ``neftune_*`` keys
+(:mod:`neft_plugins.keys`).
 """
 
 from __future__ import annotations
@@ -12,16 +12,22 @@ import sys
 from collections.abc import Sequence
 
 from neft_plugins.integrations.llamafactory.compat import env_flag
+from neft_plugins.keys import usage_lines
 
-USAGE = """usage:
-  neft-llamafactory train CONFIG.yaml [key=value ...]  `llamafactory-cli train` with neft-plugins' NEFTune
-  neft-llamafactory train --key value ...              the same, arguments as in LLaMA Board's preview
-  neft-llamafactory webui                              LLaMA Board, NEFTune options in the Train tab
-  neft-llamafactory version                            versions of neft-plugins and llamafactory
-
-NEFTune keys (YAML or key=value): neftune_alpha (>= 0; 0 or unset = off), neftune_distribution,
-neftune_schedule, neftune_scope, neftune_length, neftune_seed. Other commands: use llamafactory-cli.
-"""
+USAGE = "\n".join(
+    [
+        "usage:",
+        "  neft-llamafactory train CONFIG.yaml [key=value ...]  `llamafactory-cli train` with neft-plugins' NEFTune",
+        "  neft-llamafactory train --key value ...              the same, arguments as in LLaMA Board's preview",
+        "  neft-llamafactory webui                              LLaMA Board, NEFTune options in the Train tab",
+        "  neft-llamafactory version                            versions of neft-plugins and llamafactory",
+        "",
+        "NEFTune keys (YAML, key=value or --key value; `neft keys` explains each):",
+        *usage_lines(),
+        "Other commands: use llamafactory-cli.",
+        "",
+    ]
+)
 
 
 def _needs_torchrun() -> bool:

@@ -20,55 +20,32 @@ from collections.abc import Callable
 from typing import Any
 
 from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError, WebUIHooks, webui_hooks
+from neft_plugins.keys import KEY, KEYS
 
-ALPHA_MAX = 20.0
 PREVIEW_COMMAND = "neft-llamafactory train"
 TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
-OPTION_KEYS = ("neftune_distribution", "neftune_schedule", "neftune_scope", "neftune_length")
-LABELS = {
-    "neftune_alpha": (
-        "NEFTune alpha (neft-plugins)",
-        "Embedding noise per sequence; 0 = off. Paper: 5, 10, 15.",
-    ),
-    "neftune_distribution": ("NEFTune distribution", "Noise distribution (the paper: uniform)."),
-    "neftune_schedule": ("NEFTune schedule", "How alpha changes over the training steps."),
-    "neftune_scope": ("NEFTune scope", "Tokens that get noise: all, prompt or response."),
-    "neftune_length": (
-        "NEFTune length",
-        "sequence = the paper's per-sequence L; padded = transformers' built-in, for old runs.",
-    ),
-}
+# The form's controls, from the core's one declaration of the keys: LLaMA-Factory's own alpha slider (relabelled,
+# its range widened) and a drop-down per key with named choices.
+ALPHA_MAX = KEY["neftune_alpha"].ui_range[1]
+OPTION_KEYS = tuple(key.name for key in KEYS if key.choices is not None)
+
 
 _installed: WebUIHooks | None = None
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    from neft_plugins import LENGTHS, SCOPES, distributions, schedules
-
-    return {
-        "neftune_distribution": tuple(distributions()),
-        "neftune_schedule": tuple(schedules()),
-        "neftune_scope": tuple(SCOPES),
-        "neftune_length": tuple(LENGTHS),
-    }
 
 
 def _make_controls() -> dict[str, Any]:
     import gradio as gr
 
-    from neft_plugins.config import NEFTuneConfig
-
-    defaults = NEFTuneConfig().as_dict()
     return {
-        key: gr.Dropdown(
-            choices=list(choices),
-            value=defaults[key],
-            label=LABELS[key][0],
-            info=LABELS[key][1],
-            elem_id=key.replace("_", "-"),
+        name: gr.Dropdown(
+            choices=list(KEY[name].choices()),
+            value=KEY[name].default,
+            label=KEY[name].label,
+            info=KEY[name].help,
+            elem_id=name.replace("_", "-"),
             render=False,
         )
-        for key, choices in _choices().items()
+        for name in OPTION_KEYS
     }
 
 
@@ -91,7 +68,7 @@ def _wrap_create_train_tab(create_train_tab: Callable[..., dict[str, Any]]) -> C
             raise LlamaFactoryHookError(
                 "llamafactory web UI: the Train tab has no neftune_alpha or extra_tab"
             )
-        label, info = LABELS["neftune_alpha"]
+        label, info = KEY["neftune_alpha"].label, KEY["neftune_alpha"].help
         slider.maximum, slider.label, slider.info, slider.elem_id = ALPHA_MAX, label, info, "neftune-alpha"
         # Gradio rebuilds a component from its constructor arguments when an event updates it (LLaMA Board
         # relabels every component on load), and validates inputs against the rebuilt one.
@@ -151,10 +128,10 @@ def _wrap_gen_cmd(gen_cmd: Callable[..., str]) -> Callable[..., str]:
 
 def _update_locales(locales: dict[str, dict[str, dict[str, str]]]) -> None:
     languages = list(locales["neftune_alpha"])
-    for key, (label, info) in LABELS.items():
+    for key in ("neftune_alpha", *OPTION_KEYS):
         entry = locales.setdefault(key, {})
         for language in languages:
-            entry[language] = {"label": label, "info": info}
+            entry[language] = {"label": KEY[key].label, "info": KEY[key].help}
             if key == "neftune_alpha":
                 entry[language]["maximum"] = ALPHA_MAX
 

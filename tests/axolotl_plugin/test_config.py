@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from neft_plugins import CONFIG_KEYS, NEFTuneCallback
+from neft_plugins.keys import KEYS
 from support.axolotl_cli import example_config, run_axolotl
 from support.logs import ATTACHED, double_noise_error
 
@@ -27,6 +28,9 @@ def test_args_model_has_exactly_the_core_keys():
     from neft_plugins.integrations.axolotl import NEFTuneArgs, NEFTunePlugin
 
     assert tuple(NEFTuneArgs.model_fields) == CONFIG_KEYS
+    # The help text of each key is the core's one declaration.
+    schema = NEFTuneArgs.model_json_schema()["properties"]
+    assert {name: schema[name]["description"] for name in CONFIG_KEYS} == {key.name: key.help for key in KEYS}
     assert NEFTunePlugin().get_input_args() == "neft_plugins.integrations.axolotl.args.NEFTuneArgs"
 
 

@@ -55,3 +55,9 @@ def test_torchrun_command_reruns_our_cli(misc, monkeypatch):
     assert command[command.index("--master_port") + 1].isdigit()  # llamafactory's find_available_port
     module = "neft_plugins.integrations.llamafactory.cli"
     assert command[-5:] == ["-m", module, "train", "sft.yaml", "neftune_alpha=5"]
+
+
+def test_usage_lists_every_key_from_the_core_declaration():
+    from neft_plugins.keys import usage_lines
+
+    assert all(line in cli.USAGE.splitlines() for line in usage_lines())

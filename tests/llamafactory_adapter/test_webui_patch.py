@@ -11,6 +11,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from neft_plugins.integrations.llamafactory import webui  # noqa: E402
+from neft_plugins.keys import KEY  # noqa: E402
 from support import ROOT  # noqa: E402
 from support.llamafactory_cli import assert_noise_norms, console_script, run  # noqa: E402
 from support.logs import attached_to_llama  # noqa: E402
@@ -51,10 +52,22 @@ def test_train_tab_has_neftune_controls(board):
     engine, _ = board
     slider = engine.manager.get_elem_by_id("train.neftune_alpha")
     assert slider.maximum == 20 and slider.minimum == 0
-    assert slider.label == "NEFTune alpha (neft-plugins)"
-    for key, choices in webui._choices().items():
+    assert slider.label == "NEFTune alpha (neft-plugins)" == KEY["neftune_alpha"].label
+    assert slider.info == KEY["neftune_alpha"].help
+    assert webui.OPTION_KEYS == (
+        "neftune_distribution",
+        "neftune_schedule",
+        "neftune_scope",
+        "neftune_length",
+    )
+    for key in webui.OPTION_KEYS:
         dropdown = engine.manager.get_elem_by_id(f"train.{key}")
-        assert [value for _, value in dropdown.choices] == list(choices)
+        assert [value for _, value in dropdown.choices] == list(KEY[key].choices())
+        assert (dropdown.label, dropdown.info, dropdown.value) == (
+            KEY[key].label,
+            KEY[key].help,
+            KEY[key].default,
+        )
     # Rendered in "Extra configurations", in the row right under the one holding the alpha slider.
     rows = engine.manager.get_elem_by_id("train.extra_tab").children
     assert slider in descendants(rows[0])
