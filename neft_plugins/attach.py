@@ -240,6 +240,14 @@ class NEFTuneHandle:
     def set_rng_state(self, state: torch.Tensor | None) -> None:
         self.noise.stream.set_state(state)
 
+    def save_noise_state(self, checkpoint: str) -> None:
+        """Save this rank's noise stream into the training checkpoint folder ``checkpoint``."""
+        self.noise.stream.save(checkpoint)
+
+    def load_noise_state(self, checkpoint: str) -> None:
+        """Continue the noise stream saved in ``checkpoint`` (said once when that cannot be exact)."""
+        self.noise.stream.load(checkpoint)
+
     # --- the model call ------------------------------------------------------------------------------------
 
     def _start_call(self) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import inspect
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,30 +15,14 @@ from transformers import Trainer, TrainerCallback
 
 from neft_plugins import builtin_neftune
 from neft_plugins.attach import NEFTuneHandle, attach
+from neft_plugins.clean_loss import CleanLoss
 from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
 from neft_plugins.errors import NEFTuneAttachError
-from neft_plugins.stream import distributed_rank
 from neft_plugins.structure import compiled_wrapper, unwrap_model
 from neft_plugins.versions import installed_version, tested_range, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
 
-STATE_FILE = "neft_state_rank{rank}.pt"
-# Trainers whose loss is not a language-model loss on the batch: neft/clean_loss would mean something else.
-NOT_LM_LOSS_TRAINERS = (
-    "DPOTrainer",
-    "GRPOTrainer",
-    "RLOOTrainer",
-    "OnlineDPOTrainer",
-    "KTOTrainer",
-    "ORPOTrainer",
-    "CPOTrainer",
-    "BCOTrainer",
-    "PPOTrainer",
-    "RewardTrainer",
-    "PRMTrainer",
-    "GKDTrainer",
-)
 # On-policy trainers that compare the (noised) policy pass with clean old-policy/reference passes.
 ON_POLICY_TRAINERS = ("GRPOTrainer", "RLOOTrainer", "OnlineDPOTrainer")
 # What the callback wraps on the Trainer (see ARCHITECTURE.md).
@@ -58,23 +40,30 @@ class NEFTuneCallback(TrainerCallback):
         self.config = as_config(config, keys)
         check_trainer_hook_points()
         self.handle: NEFTuneHandle | None = None
+        self._trainer: Trainer | None = None
+        self._resumed_from: str | None = None  # what the bound trainer's train() resumes from
         self._guarded: weakref.WeakSet[Trainer] = weakref.WeakSet()
-        self._measured_clean_loss: weakref.WeakSet[Trainer] = weakref.WeakSet()
-        # (clean, noised) losses of each micro-batch of the last logging step, normalised as the trainer's
-        self._clean_sums: list[torch.Tensor] = []
-        self._clean_pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._clean_loss = CleanLoss(lambda: self.handle is not None)
+
+    def bind(self, trainer: Trainer) -> NEFTuneCallback:
+        """Tell the callback its trainer: integrations that build the trainer call this (``NEFTuneCallback(config)
+        .bind(trainer)``) before ``trainer.train()``. It wraps ``train`` to detach if it raises and to read the
+        checkpoint it resumes from. Unbound, the callback looks for the trainer that calls it on the call stack."""
+        self._trainer = trainer
+        self._guard(trainer, "train")
+        return self
 
     def on_init_end(self, args, state, control, **kwargs):
         _check_trainer_args(args, self.config.neftune_alpha)
-        # Callbacks given to the constructor: guard the whole of train().
-        self._guard(_calling_trainer(), "train")
+        if self._trainer is None:  # given to the constructor in user code
+            self.bind(_calling_trainer())
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        trainer = _calling_trainer()
+        trainer = self._trainer or _calling_trainer()
         _refuse_builtin(trainer, self.config.neftune_alpha)
         if not self.config.enabled:
             return
-        # Callbacks added after construction: guard each training step.
+        # Added with add_callback after construction, unbound: guard each training step.
         self._guard(trainer, "training_step")
         self._detach()
         self.handle = attach(
@@ -83,50 +72,20 @@ class NEFTuneCallback(TrainerCallback):
         self.handle.set_step(state.global_step, state.max_steps)
         _warn_on_policy(trainer)
         if self.config.neftune_clean_loss:
-            self._measure_clean_loss(trainer)
+            self._clean_loss.measure(trainer)
         if state.global_step > 0:
-            self._load_state(_resumed_checkpoint(args.output_dir, state.global_step))
+            self.handle.load_noise_state(self._resumed_checkpoint(args.output_dir, state.global_step))
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.handle is not None:
             self.handle.set_step(state.global_step, state.max_steps)
 
     def on_save(self, args, state, control, **kwargs):
-        if self.handle is not None and self.handle.rng_state() is not None:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            os.makedirs(folder, exist_ok=True)
-            rank, world_size = distributed_rank()
-            state_file = os.path.join(folder, STATE_FILE.format(rank=rank))
-            torch.save({"rng_state": self.handle.rng_state(), "world_size": world_size}, state_file)
+        if self.handle is not None:
+            self.handle.save_noise_state(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
 
     def on_train_end(self, args, state, control, **kwargs):
         self._detach()
-
-    def _load_state(self, checkpoint: str) -> None:
-        """Restore the noise stream saved with ``checkpoint``; say so once when that cannot be exact."""
-        assert self.handle is not None
-        rank, world_size = distributed_rank()
-        if self.config.neftune_seed is None and world_size == 1:
-            return  # noise from torch's global RNG, which the Trainer restores itself
-        path = os.path.join(checkpoint, STATE_FILE.format(rank=rank))
-        if not os.path.exists(path):
-            logger.warning(
-                "neft_plugins: %s has no %s, so the noise stream starts afresh: the resumed run's noise differs "
-                "from an uninterrupted one's",
-                checkpoint,
-                os.path.basename(path),
-            )
-            return
-        saved = torch.load(path, weights_only=True)
-        if saved.get("world_size", world_size) != world_size:
-            logger.warning(
-                "neft_plugins: %s was saved by %d processes and resumes on %d; each rank continues a saved "
-                "stream, but the run's noise differs from an uninterrupted one's",
-                checkpoint,
-                saved["world_size"],
-                world_size,
-            )
-        self.handle.set_rng_state(saved["rng_state"])
 
     def _detach(self) -> None:
         if self.handle is not None:
@@ -139,11 +98,13 @@ class NEFTuneCallback(TrainerCallback):
             return
         self._guarded.add(trainer)
         trainer.log = self._with_neft_logs(trainer.log)
-        setattr(trainer, method, self._detach_on_error(getattr(trainer, method)))
+        setattr(trainer, method, self._detach_on_error(trainer, getattr(trainer, method)))
 
-    def _detach_on_error(self, method: Callable[..., Any]) -> Callable[..., Any]:
+    def _detach_on_error(self, trainer: Trainer, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            if method.__name__ == "train":
+                self._resumed_from = _resume_argument(trainer, method, args, kwargs)
             try:
                 return method(*args, **kwargs)
             except BaseException:
@@ -152,105 +113,26 @@ class NEFTuneCallback(TrainerCallback):
 
         return guarded
 
+    def _resumed_checkpoint(self, output_dir: str, step: int) -> str:
+        """The folder train(resume_from_checkpoint=...) resumed from: the argument the guarded train() got, or
+        (unbound, added while train() runs) the one on the call stack; else the ``checkpoint-<step>`` folder."""
+        named = self._resumed_from
+        if named is None and self._trainer is None:
+            named = _caller_local("resume_from_checkpoint", (str, os.PathLike))
+        if named is None:
+            return os.path.join(output_dir, f"checkpoint-{step}")
+        return os.fspath(named)
+
     def _with_neft_logs(self, log: Callable[..., Any]) -> Callable[..., Any]:
         # Added before the trainer's log() runs, so history, console, TensorBoard and W&B all see them.
         @functools.wraps(log)
         def log_with_neft(logs: dict[str, float], *args: Any, **kwargs: Any) -> Any:
             if self.handle is not None and "loss" in logs:
                 logs.update(self.handle.read_logs())
-                if self._clean_sums:
-                    logs.update(_clean_loss_logs(self._clean_sums))
-                    self._clean_sums.clear()
+                logs.update(self._clean_loss.read_logs())
             return log(logs, *args, **kwargs)
 
         return log_with_neft
-
-    def _measure_clean_loss(self, trainer: Trainer) -> None:
-        """On the micro-batches of each optimizer step that ends with a log, also take the same batch's loss
-        with the noise off (a ``no_grad`` forward, which NEFTune never noises), normalised as the trainer
-        normalises its own: ``neft/clean_loss`` beside ``neft/noised_loss``, the trainer's loss on those same
-        micro-batches."""
-        name = next(
-            (cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in NOT_LM_LOSS_TRAINERS), None
-        )
-        if name is not None or trainer.args.logging_strategy != "steps":
-            why = (
-                f"{name}'s loss is not a language-model loss on the batch"
-                if name
-                else "logging is not by steps"
-            )
-            logger.warning("neft_plugins: neft/clean_loss is not available here: %s", why)
-            return
-        if trainer in self._measured_clean_loss:
-            return
-        self._measured_clean_loss.add(trainer)
-        compute_loss, training_step = trainer.compute_loss, trainer.training_step
-
-        @functools.wraps(compute_loss)
-        def compute_loss_and_clean_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-            if self.handle is None or not (
-                model.training and torch.is_grad_enabled() and _logs_next(trainer)
-            ):
-                return compute_loss(model, inputs, *args, **kwargs)
-            result = compute_loss(model, inputs, *args, **kwargs)
-            # The trainer's own loss, on the same batch with the same normalisation, noise off (no_grad).
-            with torch.no_grad(), _trainer_metrics_kept(trainer):
-                clean = compute_loss(model, inputs, *args, **kwargs)
-            self._clean_pending = (_loss_of(clean).float(), _loss_of(result).detach().float())
-            return result
-
-        @functools.wraps(training_step)
-        def training_step_and_clean_loss(*args: Any, **kwargs: Any) -> Any:
-            self._clean_pending = None
-            reported = training_step(*args, **kwargs)
-            if self._clean_pending is not None:
-                clean, noised = self._clean_pending
-                self._clean_pending = None
-                # What training_step does to compute_loss's loss before the trainer adds it to the logged loss
-                # (the division by the accumulation steps, on some versions): the same factor for the clean loss.
-                factor = torch.where(noised != 0, reported.float() / noised, 0.0)
-                self._clean_sums.append(torch.stack([clean * factor, reported.detach().float()]))
-            return reported
-
-        trainer.compute_loss = compute_loss_and_clean_loss
-        trainer.training_step = training_step_and_clean_loss
-
-
-def _loss_of(result: Any) -> torch.Tensor:
-    return result[0] if isinstance(result, tuple) else result
-
-
-@contextlib.contextmanager
-def _trainer_metrics_kept(trainer: Trainer) -> Iterator[None]:
-    """Undo what a ``compute_loss`` call adds to the trainer's own logs (TRL's ``_metrics`` and token counts), so
-    the clean pass leaves them as they were."""
-    numbers = {key: value for key, value in vars(trainer).items() if isinstance(value, (int, float))}
-    metrics = copy.deepcopy(getattr(trainer, "_metrics", None))
-    try:
-        yield
-    finally:
-        vars(trainer).update(numbers)
-        if metrics is not None:
-            trainer._metrics = metrics
-
-
-def _clean_loss_logs(per_micro_batch: list[torch.Tensor]) -> dict[str, float]:
-    """The step's clean and noised losses: summed over its micro-batches as the trainer sums its loss, then
-    averaged over the processes as the trainer averages its logged loss."""
-    total = torch.stack(per_micro_batch).sum(0)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-        total /= torch.distributed.get_world_size()
-    clean, noised = total.tolist()
-    return {"neft/clean_loss": clean, "neft/noised_loss": noised}
-
-
-def _logs_next(trainer: Trainer) -> bool:
-    """Whether the optimizer step now running ends with a log (the Trainer's own rule for ``steps``)."""
-    state = trainer.state
-    step = state.global_step + 1
-    first = step == 1 and trainer.args.logging_first_step
-    return first or (state.logging_steps > 0 and step % state.logging_steps == 0)
 
 
 def _warn_on_policy(trainer: Trainer) -> None:
@@ -329,18 +211,27 @@ def _context_parallel_group(trainer: Trainer) -> torch.distributed.ProcessGroup 
     return trainer.accelerator.torch_device_mesh["cp"].get_group()
 
 
-def _resumed_checkpoint(output_dir: str, step: int) -> str:
-    """The folder train(resume_from_checkpoint=...) resumed from: train()'s own argument when it named
-    one, else the trainer's standard ``checkpoint-<step>`` folder."""
-    named = _caller_local("resume_from_checkpoint", (str, os.PathLike))
-    return os.fspath(named) if named is not None else os.path.join(output_dir, f"checkpoint-{step}")
+def _resume_argument(
+    trainer: Trainer, train: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+) -> str | None:
+    """The checkpoint folder a ``train(resume_from_checkpoint=...)`` call names; ``True`` is the newest one in
+    the output folder, as the Trainer reads it."""
+    bound = inspect.signature(train).bind_partial(*args, **kwargs).arguments
+    value = bound.get("resume_from_checkpoint")
+    if value is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        value = get_last_checkpoint(trainer.args.output_dir)
+    return os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
 
 
 def _calling_trainer() -> Trainer:
     trainer = _caller_local("self", Trainer)
     if trainer is None:
         raise NEFTuneAttachError(
-            "NEFTuneCallback must be called by a transformers Trainer (or a subclass such as TRL's)"
+            "NEFTuneCallback must be called by a transformers Trainer (or a subclass such as TRL's), and found "
+            "none calling it on the call stack: an integration that builds its trainer elsewhere hands it with "
+            "NEFTuneCallback(...).bind(trainer)"
         )
     return trainer
 

@@ -1,8 +1,9 @@
-"""The noise's random stream (global RNG, or a seeded per-rank generator), and what activation checkpointing
-needs to give a recomputed first block the very noise its forward pass got."""
+"""The noise's random stream (global RNG, or a seeded per-rank generator), its state in training checkpoints,
+and what activation checkpointing needs to give a recomputed block the very noise its forward pass got."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -11,6 +12,9 @@ from torch import nn
 
 from neft_plugins.errors import NEFTuneInputError
 
+logger = logging.getLogger("neft_plugins")
+
+STATE_FILE = "neft_state_rank{rank}.pt"  # beside a training checkpoint, one per rank
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
 # Noised first-block inputs kept for activation checkpointing's recompute; more means no backward came.
 MAX_REPLAYS = 64
@@ -54,12 +58,48 @@ class NoiseStream:
         if self._generator is not None and state is not None:
             self._generator.set_state(state)
 
+    def save(self, checkpoint: str) -> None:
+        """Write this rank's generator state into the training checkpoint folder ``checkpoint`` (nothing while
+        noise comes from torch's global RNG, which the trainer saves itself)."""
+        state = self.state()
+        if state is None:
+            return
+        os.makedirs(checkpoint, exist_ok=True)
+        rank, world_size = distributed_rank()
+        torch.save(
+            {"rng_state": state, "world_size": world_size},
+            os.path.join(checkpoint, STATE_FILE.format(rank=rank)),
+        )
 
-@dataclass(
-    frozen=True, eq=False
-)  # kept ones are told apart by identity: their tensors do not compare to a bool
+    def load(self, checkpoint: str) -> None:
+        """Continue the stream saved in ``checkpoint``; say so once when that cannot be exact."""
+        rank, world_size = distributed_rank()
+        if self.seed is None and world_size == 1:
+            return  # noise from torch's global RNG, which the trainer restores itself
+        path = os.path.join(checkpoint, STATE_FILE.format(rank=rank))
+        if not os.path.exists(path):
+            logger.warning(
+                "neft_plugins: %s has no %s, so the noise stream starts afresh: the resumed run's noise differs "
+                "from an uninterrupted one's",
+                checkpoint,
+                os.path.basename(path),
+            )
+            return
+        saved = torch.load(path, weights_only=True)
+        if saved.get("world_size", world_size) != world_size:
+            logger.warning(
+                "neft_plugins: %s was saved by %d processes and resumes on %d; each rank continues a saved "
+                "stream, but the run's noise differs from an uninterrupted one's",
+                checkpoint,
+                saved["world_size"],
+                world_size,
+            )
+        self.set_state(saved["rng_state"])
+
+
+@dataclass(frozen=True, eq=False)  # told apart by identity: their tensors do not compare to a bool
 class Replay:
-    """The noise one first-block pass received, for activation checkpointing to recompute it exactly."""
+    """The noise one block input received, for activation checkpointing to recompute it exactly."""
 
     data_ptr: int
     shape: torch.Size

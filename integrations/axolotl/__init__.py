@@ -55,4 +55,4 @@ class NEFTunePlugin(BasePlugin):
         if not config.enabled:
             LOG.warning("neft_plugins: NEFTunePlugin is listed but neftune_alpha is unset or 0; no noise")
             return []
-        return [NEFTuneCallback(config)]
+        return [NEFTuneCallback(config).bind(trainer)]
