@@ -48,7 +48,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_the_wheel_holds_real_integration_files(built: tuple[Path, Path]) -> None:
     names = zipfile.ZipFile(built[0]).namelist()
-    for module in ("axolotl/__init__.py", "axolotl/args.py", "llamafactory/cli.py", "llamafactory/train.py"):
+    for module in (
+        "axolotl/__init__.py",
+        "axolotl/args.py",
+        "llamafactory/cli.py",
+        "llamafactory/train.py",
+        "swift/cli.py",
+    ):
         assert f"neft_plugins/integrations/{module}" in names
     metadata = next(name for name in names if name.endswith("METADATA"))
     text = zipfile.ZipFile(built[0]).read(metadata).decode()
@@ -67,6 +73,8 @@ def test_the_sdist_holds_what_runs_the_tests(built: tuple[Path, Path]) -> None:
         "tests/support/tiny.py",
         "integrations/axolotl/args.py",
         "example_configs",
+        "docs/index.md",
+        "CONTRIBUTING.md",
     ):
         assert needed in names, needed
 
@@ -83,8 +91,9 @@ def test_the_wheel_installs_in_a_fresh_venv_and_imports_every_integration(
         "import importlib.util, pathlib, neft_plugins, neft_plugins.integrations.llamafactory as lf\n"
         "site = pathlib.Path(neft_plugins.__file__).parent\n"
         "assert pathlib.Path(lf.__file__).is_relative_to(site), lf.__file__\n"
-        "spec = importlib.util.find_spec('neft_plugins.integrations.axolotl')\n"  # importing it needs Axolotl
-        "assert pathlib.Path(spec.origin).is_relative_to(site) and pathlib.Path(spec.origin).is_file()\n"
+        "for name in ('axolotl', 'swift'):\n"  # importing them needs Axolotl, ms-swift
+        "    spec = importlib.util.find_spec(f'neft_plugins.integrations.{name}')\n"
+        "    assert pathlib.Path(spec.origin).is_relative_to(site) and pathlib.Path(spec.origin).is_file()\n"
         "print(site)\n"
     )
     site = run(python, "-c", check, cwd=tmp_path).strip()
