@@ -153,9 +153,15 @@ def plot_noise(probe: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-# What a training log carries, and how the report names it: the logged loss (noise on in a NEFTune arm) and,
-# where the callback measures it, the same batches' loss with the noise off.
-TRAINING_LOSSES = {"loss": "loss (as logged)", "neft/clean_loss": "neft/clean_loss (noise off)"}
+# What a training log carries, and how the report names it: the Trainer's logged loss, a mean over every
+# optimizer step since the previous log (noise on in a NEFTune arm), and, where the callback measures them,
+# the loss of the last of those steps' micro-batches with the noise on and, on the same micro-batches, off.
+TRAINING_LOSSES = {
+    "loss": "loss (mean since the last log)",
+    "neft/noised_loss": "neft/noised_loss (noise on)",
+    "neft/clean_loss": "neft/clean_loss (noise off)",
+}
+LINE_STYLES = {"loss": "-", "neft/noised_loss": ":", "neft/clean_loss": "--"}
 
 
 def training_loss_series(history: list[dict], key: str) -> list[tuple[int, float]]:
@@ -163,7 +169,7 @@ def training_loss_series(history: list[dict], key: str) -> list[tuple[int, float
 
 
 def training_loss_table(logs: dict[str, list[dict]]) -> str:
-    """Markdown: each logging step's losses per arm; an arm that logs no ``neft/clean_loss`` has no column."""
+    """Markdown: each logging step's losses per arm; an arm has a column for each key it logs."""
     columns = [
         (name, key)
         for name, history in logs.items()
@@ -178,16 +184,17 @@ def training_loss_table(logs: dict[str, list[dict]]) -> str:
 
 
 def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
-    """Each arm's logged training loss; where an arm logs ``neft/clean_loss``, a dashed line of it beside."""
+    """Each arm's logged training loss; where an arm logs ``neft/noised_loss`` and ``neft/clean_loss``, a
+    dotted and a dashed line of them beside."""
     fig, ax = pyplot().subplots(figsize=(6, 3.6))
     for name, history in logs.items():
-        for key, style in (("loss", "-"), ("neft/clean_loss", "--")):
+        for key, style in LINE_STYLES.items():
             points = training_loss_series(history, key)
             if points:
                 label = name if key == "loss" else f"{name}, {TRAINING_LOSSES[key]}"
                 ax.plot(*zip(*points, strict=False), ls=style, marker=".", label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (dashed: noise off)")
+    ax.set_ylabel("training loss (dotted/dashed: last step, noise on/off)")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
 
@@ -252,9 +259,12 @@ def demo_markdown(
         "",
         training_loss_table(payload["log_history"]),
         "",
-        "B's logged loss is taken with the noise on. Its `neft/clean_loss` is the loss of the same batches with "
-        "the noise off (one extra `no_grad` forward per micro-batch of a logging step): the paper's Section 5 "
-        "comparison, measured as training goes. A trains without noise, so its logged loss is already clean.",
+        "`loss` is the Trainer's logged loss: the mean over every optimizer step since the previous log, taken "
+        "with the noise on in B. B's `neft/noised_loss` and `neft/clean_loss` are the loss of the same batches, "
+        "the micro-batches of the last optimizer step before each log, with the noise on and off (one extra "
+        "`no_grad` forward per micro-batch of that step): the paper's Section 5 comparison, measured as training "
+        "goes. They cover one step, not the whole window, so compare them with each other, not with `loss`. A "
+        "trains without noise, so its logged loss is already clean.",
         "",
         "## The certain part: noise each sequence received",
         "",

@@ -99,7 +99,10 @@ def test_demo_logs_clean_loss_beside_the_noised_loss_in_the_neftune_arm_only(dem
     first_a = next(h["loss"] for h in report["log_history"]["A"] if "loss" in h)
     assert clean[0] == pytest.approx(first_a, rel=1e-3)
     md = (demo_run / "report.md").read_text()
-    assert "| step | A loss (as logged) | B loss (as logged) | B neft/clean_loss (noise off) |" in md
+    assert (
+        "| step | A loss (mean since the last log) | B loss (mean since the last log) "
+        "| B neft/noised_loss (noise on) | B neft/clean_loss (noise off) |"
+    ) in md
 
 
 def test_demo_noise_probe_ours_vs_builtin(demo_run):
