@@ -49,8 +49,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noise_op import EmbeddingOnly, median_interval, packed_row, padded_batch, varlen_row
+sys.path.insert(1, str(Path(__file__).parents[1] / "tests"))  # support.layouts
+from noise_op import EmbeddingOnly, median_interval
 from overhead import ALPHA, ARMS, Arm, rotated
+
+from support.layouts import packed_row, padded_batch, padded_rows, random_lengths, varlen_row
 
 EXPECTED_NORM = ALPHA / math.sqrt(3)  # the paper's: alpha / sqrt(L*d) * sqrt(L*d / 3)
 TOLERANCE = 0.10
@@ -116,14 +119,6 @@ def on(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()
     }
-
-
-def padded_rows(lengths: tuple[int, ...], vocab: int) -> dict[str, torch.Tensor]:
-    """Rows of the given real lengths, padded on the right to the longest, labels -100 on padding."""
-    generator = torch.Generator().manual_seed(0)
-    mask = (torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)).long()
-    input_ids = torch.randint(4, vocab, mask.shape, generator=generator)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
 
 
 class VarlenEmbeddingOnly(EmbeddingOnly):
@@ -340,8 +335,8 @@ def check_noise_op_time(options: Options) -> dict[str, Any]:
     tokens = size["rows"] * size["length"]
     layouts = {
         "padded": padded_batch(size["rows"], size["length"], size["vocab"], generator),
-        "packed": packed_row(size["rows"], tokens, size["vocab"], generator),
-        "varlen": varlen_row(size["rows"], tokens, size["vocab"], generator),
+        "packed": packed_row(random_lengths(size["rows"], tokens, generator), size["vocab"], generator),
+        "varlen": varlen_row(random_lengths(size["rows"], tokens, generator), size["vocab"], generator),
     }
     summaries = {}
     for name, batch in layouts.items():
@@ -456,8 +451,8 @@ def check_sync_free(options: Options) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     layouts = {
         "padded": padded_rows(NORM_LENGTHS, vocab),
-        "packed": packed_row(4, 192, vocab, generator),
-        "varlen": varlen_row(4, 192, vocab, generator),
+        "packed": packed_row(random_lengths(4, 192, generator), vocab, generator),
+        "varlen": varlen_row(random_lengths(4, 192, generator), vocab, generator),
     }
     errors: dict[str, str | None] = {}
     with neftune_attached(model):

@@ -23,11 +23,13 @@ import random
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from overhead import ALPHA, ARMS, Arm, rotated, write_results
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # support.layouts
+from support.layouts import packed_row, padded_batch, random_lengths
 
 SEQUENCES = {"padded": 8, "packed16": 16, "packed256": 256}
 
@@ -52,52 +54,14 @@ class EmbeddingOnly(nn.Module):
         return self.embed_tokens(input_ids)
 
 
-def padded_batch(rows: int, length: int, vocab: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """``rows`` rows of real lengths between length/4 and length, padded to the longest (dynamic padding)."""
-    lengths = torch.randint(length // 4, length + 1, (rows,), generator=generator)
-    lengths[0] = length
-    mask = (torch.arange(length) < lengths.unsqueeze(1)).long()
-    input_ids = torch.randint(0, vocab, (rows, length), generator=generator)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
-
-
-def packed_row(
-    sequences: int, length: int, vocab: int, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """One row of ``length`` tokens holding ``sequences`` sequences of random lengths (TRL padding_free)."""
-    cuts = torch.randperm(length - 1, generator=generator)[: sequences - 1] + 1
-    starts = torch.zeros(length, dtype=torch.bool)
-    starts[0] = True
-    starts[cuts] = True
-    start_of = torch.cummax(torch.where(starts, torch.arange(length), 0), dim=0).values
-    input_ids = torch.randint(0, vocab, (1, length), generator=generator)
-    return {
-        "input_ids": input_ids,
-        "position_ids": (torch.arange(length) - start_of).unsqueeze(0),
-        "labels": input_ids,
-    }
-
-
-def varlen_row(sequences: int, length: int, vocab: int, generator: torch.Generator) -> dict[str, Any]:
-    """``packed_row`` plus flash-attention's varlen keywords (cumulative lengths, longest sequence)."""
-    batch = packed_row(sequences, length, vocab, generator)
-    starts = torch.nonzero(batch["position_ids"][0] == 0).flatten()
-    cumulative = torch.cat([starts, torch.tensor([length])]).to(torch.int32)
-    longest = int(cumulative.diff().max())
-    return {
-        **batch,
-        "cu_seq_lens_q": cumulative,
-        "cu_seq_lens_k": cumulative,
-        "max_length_q": longest,
-        "max_length_k": longest,
-    }
-
-
 def batches(tokens: int, vocab: int) -> dict[str, dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
     return {
         "padded": padded_batch(SEQUENCES["padded"], tokens // SEQUENCES["padded"], vocab, generator),
-        **{name: packed_row(SEQUENCES[name], tokens, vocab, generator) for name in ("packed16", "packed256")},
+        **{
+            name: packed_row(random_lengths(SEQUENCES[name], tokens, generator), vocab, generator)
+            for name in ("packed16", "packed256")
+        },
     }
 
 

@@ -24,8 +24,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noise_op import packed_row, padded_batch, varlen_row
+sys.path.insert(1, str(Path(__file__).parents[1] / "tests"))  # support.layouts
 from overhead import ARMS, Arm
+
+from support.layouts import layouts
 
 # Ops that make the host wait for the device (on a GPU): reading a value, or a shape that depends on values.
 HOST_SYNC_OPS = frozenset(
@@ -73,29 +75,6 @@ class EmbeddingAndBlock(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, **keywords: Any) -> torch.Tensor:
         return self.layers[0](self.embed_tokens(input_ids))
-
-
-def block_mask(segments: torch.Tensor) -> torch.Tensor:
-    """LLaMA-Factory's ``neat_packing`` mask without flash-attention: ``[B, 1, L, L]``, 0 where a position may
-    attend (same sequence, not later), the dtype's minimum elsewhere."""
-    same = segments.unsqueeze(-1) == segments.unsqueeze(-2)
-    causal = torch.ones_like(same).tril()
-    allowed = same & causal & (segments > 0).unsqueeze(-1)
-    return torch.zeros(allowed.shape).masked_fill_(~allowed, torch.finfo(torch.float32).min).unsqueeze(1)
-
-
-def layouts(tokens: int, vocab: int) -> dict[str, dict[str, Any]]:
-    """One batch of ``tokens`` tokens per layout a trainer hands a model."""
-    generator = torch.Generator().manual_seed(0)
-    packed = packed_row(8, tokens, vocab, generator)
-    segments = torch.cumsum((packed["position_ids"] == 0).long(), dim=1)
-    return {
-        "padded (attention_mask)": padded_batch(8, tokens // 8, vocab, generator),
-        "packed (position_ids)": packed,
-        "varlen (cu_seq_lens)": varlen_row(8, tokens, vocab, generator),
-        "packed (segment-id mask)": {**packed, "attention_mask": segments, "position_ids": None},
-        "packed (4-D block mask)": {**packed, "attention_mask": block_mask(segments), "position_ids": None},
-    }
 
 
 def count_forward(model: nn.Module, batch: dict[str, Any], arm: str) -> OpCounter:

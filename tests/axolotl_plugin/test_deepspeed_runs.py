@@ -1,6 +1,6 @@
 """``axolotl train`` with ``deepspeed:`` in the YAML (ZeRO-2, ZeRO-3, ZeRO-3 with CPU offload) on 2 CPU processes,
 started by Axolotl's default launcher (accelerate), with the plugin: what each rank's first block received is
-measured by the rank spy (``support.rank_spy``), independently of NEFTune's own records; the rank-0 logs are
+measured by the first-block spy (``support.spy``), independently of NEFTune's own records; the rank-0 logs are
 read from the run's output.
 
 The example ``full.yml`` packed (``sample_packing``, rows padded to ``sequence_len``): Axolotl puts segment ids
@@ -25,7 +25,7 @@ import torch
 from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
 from support.deepspeed import deepspeed_config, framework_stages, on_newest, require_deepspeed
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
-from support.rank_spy import SITE, SPY_DIR, Pass, passes
+from support.spy import SITE, SPY_DIR, Pass, passes
 
 ALPHA = 5.0
 WIDTH = 64  # the tiny Llama's hidden size (support.tiny.make_llama)
@@ -106,13 +106,6 @@ def zero_run(tiny, tmp_path_factory):
     return run
 
 
-def sequence_lengths(each: Pass) -> list[int]:
-    """The length of each sequence in the batch (several per packed row)."""
-    return [
-        int((row == segment).sum()) for row in each.segments for segment in row.unique().tolist() if segment
-    ]
-
-
 STAGES = framework_stages("axolotl")
 
 
@@ -123,7 +116,7 @@ def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run, st
     for rank_passes in by_rank.values():
         assert [each.training for each in rank_passes] == [True] * steps
         for each in rank_passes:
-            lengths = sequence_lengths(each)
+            lengths = each.sequence_lengths()  # several sequences per packed row
             assert len(lengths) > each.segments.shape[0], "rows were not packed"
             # 5 sigmas of the shortest sequence's norm; L = the packed row (256) would miss each by 35% or more.
             rel = uniform_norm_tolerance(min(lengths) * WIDTH)

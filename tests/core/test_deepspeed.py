@@ -1,6 +1,6 @@
 """DeepSpeed ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload, for real: TRL's SFTTrainer with NEFTuneCallback on 2 CPU
-processes (DeepSpeed's CPU accelerator, gloo). What each rank's first block received is measured by the rank spy
-(``support.rank_spy``), independently of NEFTune's own records."""
+processes (DeepSpeed's CPU accelerator, gloo). What each rank's first block received is measured by the
+first-block spy (``support.spy``), independently of NEFTune's own records."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from support.deepspeed import require_deepspeed
 from support.distributed import torchrun
 from support.noise import assert_near_paper_norm
-from support.rank_spy import SITE, SPY_DIR, Pass, passes
+from support.spy import SITE, SPY_DIR, Pass, passes
 from support.versions import transformers_resumes_under_torch_2_13
 
 HERE = Path(__file__).parent

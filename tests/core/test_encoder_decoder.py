@@ -10,6 +10,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from neft_plugins import NEFTuneAttachError, NEFTuneCallback, NEFTuneConfigError, attach
 from support.noise import assert_near_paper_norm
+from support.spy import FirstBlockSpy
 from support.tiny import make_tokenizer, prompt_completion_records, short_run_args
 
 ALPHA = 5.0
@@ -36,16 +37,6 @@ def tiny_t5():
     return T5ForConditionalGeneration(config), tokenizer
 
 
-def stack_inputs(model, stack: str) -> list[torch.Tensor]:
-    """Records what the first block of the encoder or the decoder receives in each forward."""
-    seen = []
-    block = getattr(model, stack).block[0]
-    block.register_forward_pre_hook(
-        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"]).detach()), with_kwargs=True
-    )
-    return seen
-
-
 def test_only_the_encoder_input_gets_the_paper_noise():
     model, tokenizer = tiny_t5()
     model.train()
@@ -58,10 +49,14 @@ def test_only_the_encoder_input_gets_the_paper_noise():
     handle = attach(model, neftune_alpha=ALPHA)
     try:
         # Hooked after NEFTune, so they see what the blocks receive; a no_grad pass is never noised.
-        encoder_in, decoder_in = stack_inputs(model, "encoder"), stack_inputs(model, "decoder")
-        with torch.no_grad():
-            model(**batch)
-        model(**batch).loss.backward()
+        with (
+            FirstBlockSpy(model.encoder.block[0], keep_inputs=True) as encoder,
+            FirstBlockSpy(model.decoder.block[0], keep_inputs=True) as decoder,
+        ):
+            with torch.no_grad():
+                model(**batch)
+            model(**batch).loss.backward()
+        encoder_in, decoder_in = encoder.received, decoder.received
         logs = handle.read_logs()
     finally:
         handle.detach()

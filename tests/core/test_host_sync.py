@@ -2,9 +2,10 @@
 counter of ``benchmarks/op_count.py``, which also finds the two that transformers' built-in hook makes)."""
 
 import pytest
-from op_count import EmbeddingAndBlock, OpCounter, count, layouts
+from op_count import EmbeddingAndBlock, OpCounter, count
 
 from neft_plugins import neftune
+from support.layouts import layouts
 
 
 @pytest.fixture(scope="module")

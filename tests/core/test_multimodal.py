@@ -16,6 +16,7 @@ import torch
 
 from neft_plugins import NEFTuneAttachError, NEFTuneCallback, attach
 from support.noise import assert_near_paper_norm
+from support.spy import first_block_inputs
 from support.tiny import short_run_args
 from support.versions import qwen2_vl_processor_builds, transformers_gemma3, trl_vision_datasets
 from support.vlm import (
@@ -48,17 +49,12 @@ def text_positions(tiny: TinyVLM, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 def first_layer_inputs(model: Any, batch: dict[str, torch.Tensor], grad: bool) -> torch.Tensor:
     """The hidden states the first decoder layer receives in one training-mode forward."""
-    seen: list[torch.Tensor] = []
 
-    def keep(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        seen.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
-
-    hook = model.get_decoder().layers[0].register_forward_pre_hook(keep, with_kwargs=True)
-    try:
+    def forward() -> None:
         with torch.set_grad_enabled(grad):
             model(**batch)
-    finally:
-        hook.remove()
+
+    seen = first_block_inputs(model.get_decoder().layers[0], forward)
     assert len(seen) == 1
     return seen[0]
 

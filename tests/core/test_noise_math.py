@@ -15,8 +15,9 @@ from neft_plugins.noise import (
     segments_from_row_values,
 )
 from neft_plugins.plugins import plugin_manager
-from support.blocks import first_block_input
+from support.layouts import block_mask, padding_mask, restarting_positions, segment_ids
 from support.noise import assert_near_paper_norm, paper_norm
+from support.spy import first_block_input
 from support.tiny import make_llama
 
 DIM = 64
@@ -91,19 +92,8 @@ def test_flash_attention_cumulative_lengths():
     assert read_segments((1, 10), cu_seq_lens_q=cu).tolist() == [[1, 1, 1, 2, 2, 3, 3, 3, 3, 0]]
 
 
-def block_mask(lengths: list[int], total: int, dtype=torch.float32) -> torch.Tensor:
-    """LLaMA-Factory-style 4-D causal block-diagonal mask: 0 = may attend, min = blocked, padding blocked."""
-    allowed = torch.zeros(total, total, dtype=torch.bool)
-    start = 0
-    for length in lengths:
-        allowed[start : start + length, start : start + length] = torch.ones(length, length).tril().bool()
-        start += length
-    mask = torch.full((total, total), torch.finfo(dtype).min, dtype=dtype).masked_fill(allowed, 0)
-    return mask[None, None]
-
-
 def test_block_diagonal_4d_masks():
-    mask = block_mask([2, 3, 1], 8)
+    mask = block_mask(segment_ids([2, 3, 1], 8))
     assert segments_from_block_mask(mask).tolist() == [[1, 1, 2, 2, 2, 3, 0, 0]]
     assert read_segments((1, 8), attention_mask=mask).tolist() == [[1, 1, 2, 2, 2, 3, 0, 0]]
     assert segments_from_block_mask(mask == 0).tolist() == [[1, 1, 2, 2, 2, 3, 0, 0]]
@@ -124,10 +114,7 @@ def noised_embeddings(model, input_ids, **inputs):
 def test_padded_batch_noise_norm_per_sequence(recorder, assert_noise_norms):
     """Sequences of 3 and 40 tokens in one batch padded to 120 each get alpha/sqrt(3)."""
     model = make_llama(hidden_size=DIM).train()
-    lengths = [3, 40, 120, 3, 40]
-    mask = torch.zeros(len(lengths), 120, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
+    mask = padding_mask([3, 40, 120, 3, 40])
     input_ids = torch.randint(4, 60, mask.shape) * mask
     with neftune(model, neftune_alpha=5):
         clean, noisy = noised_embeddings(model, input_ids, attention_mask=mask)
@@ -141,7 +128,7 @@ def test_padded_batch_noise_norm_per_sequence(recorder, assert_noise_norms):
 def test_packed_row_noise_norm_per_segment(recorder, assert_noise_norms):
     model = make_llama(hidden_size=DIM).train()
     lengths = [3, 40, 5, 60]
-    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    positions = restarting_positions(lengths)
     input_ids = torch.randint(4, 60, positions.shape)
     with neftune(model, neftune_alpha=10):
         clean, noisy = noised_embeddings(model, input_ids, position_ids=positions)
@@ -157,7 +144,7 @@ def test_padding_tail_with_restarting_position_ids_gets_no_noise(recorder, asser
     from 0 like one more sequence; its labels are all -100."""
     model = make_llama(hidden_size=DIM).train()
     lengths, tail = [3, 40, 12], 9
-    positions = torch.cat([torch.arange(n) for n in [*lengths, tail]])[None]
+    positions = restarting_positions([*lengths, tail])
     input_ids = torch.randint(4, 60, positions.shape)
     labels = input_ids.clone()
     labels[0, sum(lengths) :] = -100
@@ -209,8 +196,7 @@ def test_padded_length_matches_transformers_builtin_bit_for_bit():
 
     model = make_llama(hidden_size=DIM).train()
     input_ids = torch.randint(4, 60, (3, 17))
-    mask = torch.ones_like(input_ids)
-    mask[0, 10:] = 0
+    mask = padding_mask([10, 17, 17])
     embeddings = model.get_input_embeddings()
 
     torch.manual_seed(1234)

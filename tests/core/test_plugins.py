@@ -8,7 +8,7 @@ import torch
 
 from neft_plugins import NEFTuneConfig, NEFTuneConfigError, NEFTunePluginError, hookimpl, neftune
 from neft_plugins.plugins import distributions, plugin_manager, schedules
-from support.blocks import first_block_input
+from support.spy import first_block_input
 from support.tiny import make_llama
 
 PLUGIN_SOURCE = '''

@@ -11,10 +11,11 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, neftune
-from neft_plugins.callback import STATE_FILE
-from support.blocks import first_block_inputs
+from neft_plugins.stream import STATE_FILE
 from support.distributed import torchrun
+from support.layouts import packed, padded_rows
 from support.noise import assert_near_paper_norm, paper_norm
+from support.spy import first_block_inputs
 from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
 from support.versions import transformers_resumes_under_torch_2_13
 
@@ -150,14 +151,7 @@ def test_gradient_checkpointing_gradients_match_a_hand_computed_reference(mode):
     def trainable(model):
         return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
-    input_ids = torch.randint(4, 60, (3, 20))
-    mask = torch.ones_like(input_ids)
-    mask[0, 7:] = 0
-    inputs = {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "labels": input_ids.masked_fill(mask == 0, -100),
-    }
+    inputs = padded_rows([7, 20, 20], 60)
 
     model = build()
     model.gradient_checkpointing_enable(
@@ -180,19 +174,8 @@ def test_gradient_checkpointing_gradients_match_a_hand_computed_reference(mode):
 
 def compile_batches() -> dict[str, dict[str, torch.Tensor]]:
     """A padded batch (attention_mask) and a packed row (restarting position_ids, no mask), 26 tokens each."""
-    input_ids = torch.randint(4, 60, (2, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(input_ids)
-    mask[0, 10:] = 0
-    positions = torch.cat([torch.arange(10), torch.arange(16)]).unsqueeze(0)
-    packed = input_ids[mask.bool()].unsqueeze(0)
-    return {
-        "padded": {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "labels": input_ids.masked_fill(mask == 0, -100),
-        },
-        "packed": {"input_ids": packed, "position_ids": positions, "labels": packed},
-    }
+    padded = padded_rows([10, 16], 60)
+    return {"padded": padded, "packed": packed(padded)}
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])

@@ -9,6 +9,7 @@ import torch
 
 from neft_plugins import attach
 from support.noise import assert_near_paper_norm
+from support.spy import first_block_input
 
 ALPHA = 5.0
 
@@ -33,17 +34,7 @@ def tiny_gemma(hidden_size: int = 256):
 
 def first_layer_input(model, **batch) -> torch.Tensor:
     """The hidden states the first decoder layer receives in one forward pass."""
-    seen = []
-
-    def record(module, args, kwargs):
-        seen.append((args[0] if args else kwargs["hidden_states"]).detach())
-
-    hook = model.model.layers[0].register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        model(**batch)
-    finally:
-        hook.remove()
-    return seen[0]
+    return first_block_input(model.model.layers[0], lambda: model(**batch))
 
 
 def test_gemma_first_layer_gets_the_paper_noise_and_the_logs_say_so():

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload under a real ``neft-llamafactory train``: the example
 config with ``deepspeed: <ZeRO json>`` added, on 2 CPU processes (torchrun, started as ``llamafactory-cli`` starts
 it with ``FORCE_TORCHRUN=1``; DeepSpeed's CPU accelerator, gloo). What each rank's first block received is measured
-by the rank spy (``support.rank_spy``), independently of NEFTune's own records and of LLaMA-Factory's logs."""
+by the first-block spy (``support.spy``), independently of NEFTune's own records and of LLaMA-Factory's logs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from support import ROOT
 from support.deepspeed import deepspeed_config, framework_stages, on_newest, require_deepspeed
 from support.llamafactory_cli import EXAMPLES, Run, assert_noise_norms, console_script, run, tiny_overrides
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
-from support.rank_spy import SITE, SPY_DIR, Pass, passes
+from support.spy import SITE, SPY_DIR, Pass, passes
 
 ALPHA = 5.0  # the example config's neftune_alpha
 WIDTH = 64  # the tiny model's hidden size (conftest's tiny_model)
@@ -85,13 +85,6 @@ def zero_run(tiny_model, tmp_path_factory):
     return train
 
 
-def sequence_lengths(each: Pass) -> list[int]:
-    """Tokens per sequence, in the order of ``Pass.sequence_norms``."""
-    return [
-        int((row == segment).sum()) for row in each.segments for segment in row.unique().tolist() if segment
-    ]
-
-
 @pytest.mark.parametrize(("stage", "steps"), framework_stages("llamafactory"))
 def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, steps):
     trained = zero_run(stage, steps)
@@ -105,7 +98,7 @@ def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, st
     for rank_passes in trained.passes.values():
         assert [each.training for each in rank_passes] == [True] * steps
         for each in rank_passes:
-            for norm, length in zip(each.sequence_norms().tolist(), sequence_lengths(each), strict=True):
+            for norm, length in zip(each.sequence_norms().tolist(), each.sequence_lengths(), strict=True):
                 # 5 standard deviations of a uniform-noise norm over this sequence's length x width entries
                 assert_near_paper_norm(
                     [norm], ALPHA, rel=uniform_norm_tolerance(length * WIDTH), context=length

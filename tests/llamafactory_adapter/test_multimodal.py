@@ -1,11 +1,12 @@
-"""A real LLaMA-Factory training run (``neft-llamafactory train``'s ``run_train``, in a subprocess, CPU, 3 steps)
-of a tiny local vision-language model on image+text records.
+"""A real LLaMA-Factory training run (``neft-llamafactory train``, in a subprocess, CPU, 3 steps) of a tiny local
+vision-language model on image+text records.
 
 What it proves: through LLaMA-Factory's multimodal data path (its template's mm_plugin expands each image into the
 model's placeholder tokens, its collator builds pixel_values), NEFTune attaches to the language model's embeddings,
-noises the text tokens only (a spy on the embeddings: placeholders and padding get exactly none, every sequence's
-text alpha/sqrt(3)), and logs as ``neft/tokens_noised`` exactly the text tokens the model got. The logged
-``neft/noise_norm`` alone cannot tell: noise spread over placeholders too would measure alpha/sqrt(3) as well.
+noises the text tokens only (``support.spy`` on the first decoder layer: placeholders and padding get exactly
+none, every sequence's text alpha/sqrt(3)), and logs as ``neft/tokens_noised`` exactly the text tokens the model
+got. The logged ``neft/noise_norm`` alone cannot tell: noise spread over placeholders too would measure
+alpha/sqrt(3) as well.
 
 Qwen2-VL (template ``qwen2_vl``) needs its processor, which transformers 4.57+ cannot build without torchvision
 (see ``support.versions.qwen2_vl_processor_builds``); LLaVA (template ``llava``) runs everywhere.
@@ -15,15 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import ROOT
-from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, run, tiny_overrides
+from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, spied_train, tiny_overrides
 from support.logs import ATTACHED
 from support.noise import assert_near_paper_norm
 from support.versions import qwen2_vl_processor_builds
@@ -96,12 +95,8 @@ def test_image_text_run_noises_text_tokens_with_the_paper_norm(
         per_device_train_batch_size=4,
         neftune_alpha=ALPHA,
     )
-    report = tmp_path / "spy.json"
-    command = [sys.executable, "-m", "support.llamafactory_vlm_spy", str(report), str(tiny.placeholder_id)]
-    result = run(
-        [*command, str(EXAMPLES / "sft_lora_neftune.yaml"), *overrides], cwd=ROOT, output_dir=output_dir
-    )
-    assert result.returncode == 0, result.text[-6000:]
+    config = EXAMPLES / "sft_lora_neftune.yaml"
+    result, spied = spied_train(config, overrides, output_dir, tmp_path / "spy")
 
     attached = (
         rf"{re.escape(ATTACHED)} the input of {type(tiny.model).__name__}\.\S*layers\.0 \(alpha={ALPHA}"
@@ -110,14 +105,18 @@ def test_image_text_run_noises_text_tokens_with_the_paper_norm(
     assert_noise_norms(result.metrics, ALPHA, steps=3)  # printed to the console
     assert_noise_norms(result.history(), ALPHA, steps=3)  # trainer_state.json
     # What the embeddings gave the model: noise on text tokens only, alpha/sqrt(3) per sequence.
-    calls = json.loads(report.read_text())
+    calls = [call for call in spied if call.training]
     assert len(calls) == 3
     for call, entry in zip(calls, result.history(), strict=True):
-        assert call["placeholders"] == 4 * PLACEHOLDERS_PER_IMAGE, (
+        assert call.input_ids is not None
+        placeholders = call.input_ids == tiny.placeholder_id
+        text = (call.segments > 0) & ~placeholders
+        context = {"text_tokens": text.sum(1).tolist()}
+        assert int(placeholders.sum()) == 4 * PLACEHOLDERS_PER_IMAGE, (
             "every record's image is 4 placeholder tokens"
         )
-        assert entry["neft/tokens_noised"] == call["text_tokens"], "placeholders and padding get no noise"
-        assert call["other_max_abs_noise"] == 0.0, "placeholders and padding get no noise"
-        norms = call["row_noise_norms"]
-        assert_near_paper_norm(norms, ALPHA, rel=0.25, context=call)  # per sequence, 20+ text tokens
-        assert_near_paper_norm([sum(norms) / len(norms)], ALPHA, rel=NORM_TOLERANCE / 2, context=call)
+        assert entry["neft/tokens_noised"] == int(text.sum()), "placeholders and padding get no noise"
+        assert call.largest_noise(~text) == 0.0, "placeholders and padding get no noise"
+        norms = call.row_norms(text)
+        assert_near_paper_norm(norms, ALPHA, rel=0.25, context=context)  # per sequence, 20+ text tokens
+        assert_near_paper_norm([sum(norms) / len(norms)], ALPHA, rel=NORM_TOLERANCE / 2, context=context)

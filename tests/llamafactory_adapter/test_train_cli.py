@@ -7,8 +7,6 @@ packed-row L would miss by a factor of about sqrt(L_row / L_sequence).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,13 +18,12 @@ from support.llamafactory_cli import (
     assert_noise_norms,
     console_script,
     run,
+    spied_train,
     tiny_overrides,
 )
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
 from support.noise import assert_near_paper_norm
 from support.versions import llamafactory_neat_packing, transformers_4bit_on_cpu
-
-HERE = Path(__file__).resolve().parent
 
 
 def train(config: str, model: Path, output_dir: Path, **extra: object):
@@ -37,11 +34,9 @@ def train(config: str, model: Path, output_dir: Path, **extra: object):
 
 
 def spy_train(config: str, model: Path, tmp_path: Path, **extra: object):
-    output_dir, report = tmp_path / "out", tmp_path / "spy.json"
-    command = [sys.executable, str(HERE / "spy_run.py"), str(report), str(EXAMPLES / config)]
-    result = run([*command, *tiny_overrides(model, output_dir, **extra)], cwd=ROOT, output_dir=output_dir)
-    assert result.returncode == 0, result.text[-6000:]
-    return result, json.loads(report.read_text())
+    output_dir = tmp_path / "out"
+    overrides = tiny_overrides(model, output_dir, **extra)
+    return spied_train(EXAMPLES / config, overrides, output_dir, tmp_path / "spy")
 
 
 def assert_lifecycle(result, alpha: float) -> None:
@@ -80,19 +75,20 @@ def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model
     assert_noise_norms(result.metrics, alpha, steps=3)
     assert_noise_norms(result.history(), alpha, steps=3)
 
-    assert calls and all(call["grad_enabled"] and call["training"] for call in calls)
+    assert calls and all(call.grad_enabled and call.training for call in calls)
     for call in calls:
-        rows, length = call["rows"], call["mask_shape"][-1]
-        assert call["mask_shape"] == [rows, 1, length, length], call["mask_shape"]
-        assert "float" in call["mask_dtype"]
-        assert call["padding_max_abs_noise"] == 0.0, "padding got noise"
-    segments = [segment for call in calls for segment in call["segments"]]
-    assert len(segments) > 3 * sum(call["rows"] for call in calls) / 2, "rows were not packed"
+        assert call.mask_shape is not None and call.mask_dtype is not None
+        rows, length = call.rows, call.mask_shape[-1]
+        assert call.mask_shape == [rows, 1, length, length], call.mask_shape
+        assert "float" in call.mask_dtype
+        assert call.largest_padding_noise() == 0.0, "padding got noise"
+    segments = [segment for call in calls for segment in call.sequences()]
+    assert len(segments) > 3 * sum(call.rows for call in calls) / 2, "rows were not packed"
     norms = [norm for _, norm in segments]
     assert_near_paper_norm(norms, alpha, rel=0.25)  # per sequence, 3+ tokens
     assert_near_paper_norm([sum(norms) / len(norms)], alpha, rel=NORM_TOLERANCE / 2)
     # What one L for the whole packed row (transformers' built-in) would have given instead:
-    row_l = sum(n for n, _ in segments) / sum(call["rows"] for call in calls)
+    row_l = sum(n for n, _ in segments) / sum(call.rows for call in calls)
     mean_l = sum(n for n, _ in segments) / len(segments)
     assert (mean_l / row_l) ** 0.5 < 1 - 3 * NORM_TOLERANCE, "test data too weakly packed to tell"
 
@@ -105,12 +101,12 @@ def test_dpo_noises_policy_passes_and_not_reference_passes(tiny_model, tmp_path)
     assert_noise_norms(result.metrics, alpha, steps=3)
     assert "rewards/chosen" in result.metrics[0]
 
-    policy = [call for call in calls if call["grad_enabled"]]
-    reference = [call for call in calls if not call["grad_enabled"]]
-    assert len(policy) == 3 and len(reference) == 3, [(c["grad_enabled"], c["rows"]) for c in calls]
-    assert all(call["max_abs_noise"] == 0.0 for call in reference), "a reference pass got noise"
-    assert all(call["max_abs_noise"] > 0 and call["padding_max_abs_noise"] == 0.0 for call in policy)
+    policy = [call for call in calls if call.grad_enabled]
+    reference = [call for call in calls if not call.grad_enabled]
+    assert len(policy) == 3 and len(reference) == 3, [(c.grad_enabled, c.rows) for c in calls]
+    assert all(call.largest_noise() == 0.0 for call in reference), "a reference pass got noise"
+    assert all(call.largest_noise() > 0 and call.largest_padding_noise() == 0.0 for call in policy)
     for call in policy:
-        assert call["rows"] == 4  # chosen + rejected of 2 examples
-        for tokens, norm in call["segments"]:
+        assert call.rows == 4  # chosen + rejected of 2 examples
+        for tokens, norm in call.sequences():
             assert_near_paper_norm([norm], alpha, rel=0.25, context=tokens)

@@ -16,6 +16,7 @@ from support import ROOT, TESTS
 from support.env import subprocess_env
 from support.logs import printed_metrics
 from support.noise import assert_near_paper_norm
+from support.spy import SITE, SPY_DIR, Pass, passes
 
 EXAMPLES = ROOT / "example_configs" / "llamafactory"
 # LLaMA-Factory imports torchaudio at module level, only for audio inputs: where torchaudio is missing, the
@@ -75,6 +76,16 @@ def run(
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr, output_dir, printed_metrics(done.stdout))
+
+
+def spied_train(config: Path, overrides: list[str], output_dir: Path, spy: Path) -> tuple[Run, list[Pass]]:
+    """``neft-llamafactory train CONFIG key=value ...``, asserted to succeed, with the first-block spy
+    (``support.spy``) recording in the new folder ``spy``: the run, and every pass of the model's first block."""
+    spy.mkdir()
+    command = [console_script("neft-llamafactory"), "train", str(config), *overrides]
+    result = run(command, cwd=ROOT, output_dir=output_dir, paths=(SITE,), **{SPY_DIR: str(spy)})
+    assert result.returncode == 0, result.text[-6000:]
+    return result, passes(spy).get(0, [])
 
 
 def tiny_overrides(model_dir: Path, output_dir: Path, **extra: object) -> list[str]:

@@ -1,13 +1,13 @@
 """Loaded at start-up by every Python process with this folder on PYTHONPATH: where ``NEFT_SPY_DIR`` is set, it
-installs ``support.rank_spy``. Python loads only the first ``sitecustomize`` on the path, so this one then runs
-the next one (the Axolotl 0.17 session's CPU shim), which it would otherwise hide."""
+installs the first-block spy (``support.spy.install``). Python loads only the first ``sitecustomize`` on the path,
+so this one then runs the next one (the Axolotl 0.17 session's CPU shim), which it would otherwise hide."""
 
 import os
 import sys
 from pathlib import Path
 
 if os.environ.get("NEFT_SPY_DIR"):
-    from support.rank_spy import install
+    from support.spy import install
 
     install()
 
