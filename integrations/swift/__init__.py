@@ -1,0 +1,20 @@
+"""NEFTune for ms-swift (the tested versions: ``neft_plugins.versions.TESTED["ms-swift"]``).
+
+- ``neft-swift sft ARGS``: every ``swift sft`` argument plus ``--neftune_*`` keys; ms-swift's own sft entry point
+  runs in this process with our callback registered.
+- ``swift sft ... --external_plugins $(neft-swift plugin --path) --callbacks neftune``, our keys as
+  ``NEFTUNE_*`` environment variables: for people who keep ``swift sft`` itself (``neft-swift plugin`` prints it).
+
+Imports of ms-swift happen only when a command runs.
+"""
+
+from __future__ import annotations
+
+from neft_plugins.integrations.swift.callback import (
+    CALLBACK_NAME,
+    PLUGIN_FILE,
+    config_from_environment,
+    register,
+)
+
+__all__ = ["CALLBACK_NAME", "PLUGIN_FILE", "config_from_environment", "register"]

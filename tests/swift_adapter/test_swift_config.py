@@ -1,0 +1,123 @@
+"""Our keys in `neft-swift sft` and in the `swift sft --external_plugins` route: checked before any model loads,
+with the messages every integration gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from neft_plugins.config import NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.integrations.swift.callback import (
+    PLUGIN_FILE,
+    callbacks_of,
+    config_from_environment,
+    environment_mapping,
+    prepare_argv,
+    with_callback,
+)
+from support.logs import double_noise_error
+
+
+def test_our_flags_are_taken_out_typed_and_the_rest_left_for_ms_swift():
+    config, rest = prepare_argv(
+        ["--model", "m", "--neftune_alpha", "15", "--neftune_scope=response", "--lr", "1"]
+    )
+    assert (config.neftune_alpha, config.neftune_scope) == (15.0, "response")
+    assert rest == ["--model", "m", "--lr", "1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--neftune_alpha", "-1"], "neftune_alpha: got -1"),
+        (["--neftune_alpha", "5", "--neftune_distribution", "cauchy"], "neftune_distribution: got 'cauchy'"),
+        (["--neftune_alpah", "5"], "neftune_alpah: unknown key; did you mean neftune_alpha?"),
+    ],
+)
+def test_a_bad_key_is_refused_naming_it(argv, message):
+    with pytest.raises(NEFTuneConfigError, match=message):
+        prepare_argv(argv)
+
+
+def test_the_builtin_key_beside_ours_is_refused_with_the_one_message():
+    with pytest.raises(NEFTuneConflictError) as error:
+        prepare_argv(["--neftune_alpha", "5", "--neftune_noise_alpha", "5"])
+    assert str(error.value) == double_noise_error("neftune_noise_alpha", 5, 5)
+
+
+def test_ms_swifts_own_neftune_tuner_beside_ours_is_refused():
+    with pytest.raises(NEFTuneConflictError, match=r"tuner_type: got 'neftune' beside neftune_alpha: 5\.0"):
+        prepare_argv(["--neftune_alpha", "5", "--tuner_type", "neftune"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--model", "m"], ["--model", "m", "--callbacks", "neftune"]),
+        (
+            ["--callbacks", "lisa", "perf_log", "--x", "1"],
+            ["--x", "1", "--callbacks", "neftune", "lisa", "perf_log"],
+        ),
+        (["--callbacks=lisa"], ["--callbacks", "neftune", "lisa"]),
+        (["--callbacks", "neftune"], ["--callbacks", "neftune"]),
+    ],
+)
+def test_ours_joins_the_users_callbacks_in_one_flag(argv, expected):
+    assert with_callback(argv) == expected
+    assert callbacks_of(expected)[0] == "neftune"
+
+
+def test_environment_keys_are_typed_and_a_misspelt_one_is_refused(monkeypatch):
+    monkeypatch.setenv("NEFTUNE_ALPHA", "10")
+    monkeypatch.setenv("NEFTUNE_SEED", "3")
+    assert environment_mapping() == {"neftune_alpha": 10, "neftune_seed": 3}
+    config = config_from_environment(["--callbacks", "neftune"])
+    assert (config.neftune_alpha, config.neftune_seed) == (10.0, 3)
+    monkeypatch.setenv("NEFTUNE_SCOPEE", "all")
+    with pytest.raises(NEFTuneConfigError, match="neftune_scopee: unknown key; did you mean neftune_scope"):
+        config_from_environment(["--callbacks", "neftune"])
+
+
+def test_the_plugin_route_refuses_the_builtin_flag_and_a_missing_callback(monkeypatch):
+    monkeypatch.setenv("NEFTUNE_ALPHA", "5")
+    with pytest.raises(NEFTuneConflictError) as error:
+        config_from_environment(["--callbacks", "neftune", "--neftune_noise_alpha", "5"])
+    assert str(error.value) == double_noise_error("neftune_noise_alpha", 5, 5)
+    with pytest.raises(NEFTuneConfigError, match="add --callbacks neftune"):
+        config_from_environment(["--model", "m"])
+
+
+def test_neft_swift_stops_before_ms_swift_loads_a_model(run_cli, tmp_path):
+    """A model path that does not exist: the error is ours, so nothing was loaded."""
+    run = run_cli(
+        [
+            "neft-swift",
+            "sft",
+            "--model",
+            str(tmp_path / "none"),
+            "--neftune_alpha",
+            "5",
+            "--neftune_noise_alpha",
+            "5",
+        ]
+    )
+    assert run.returncode == 1, run.text
+    assert f"neft-swift: error: {double_noise_error('neftune_noise_alpha', 5, 5)}" in run.stderr
+
+
+def test_swift_sft_with_the_plugin_stops_on_a_missing_callback(run_cli, tmp_path):
+    run = run_cli(
+        ["swift", "sft", "--model", str(tmp_path / "none"), "--external_plugins", str(PLUGIN_FILE)],
+        NEFTUNE_ALPHA="5",
+    )
+    assert run.returncode == 1, run.text
+    assert (
+        "neft-swift plugin: error: NEFTUNE_ALPHA: got 5.0, but --callbacks does not name 'neftune'"
+        in run.stderr
+    )
+
+
+def test_neft_swift_plugin_prints_the_file_and_the_flags(run_cli):
+    run = run_cli(["neft-swift", "plugin"])
+    assert run.returncode == 0, run.text
+    assert f"--external_plugins {PLUGIN_FILE} --callbacks neftune" in run.stdout
+    assert run_cli(["neft-swift", "plugin", "--path"]).stdout.strip() == str(PLUGIN_FILE)

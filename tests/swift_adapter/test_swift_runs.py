@@ -1,0 +1,127 @@
+"""Real `neft-swift sft` and `swift sft --external_plugins` runs on a tiny local Llama, on CPU: the noise the first
+decoder layer gets, measured per sequence by the independent spy, and the neft/* logs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neft_plugins.integrations.swift.callback import PLUGIN_FILE
+from support.logs import ATTACHED, DETACHED_FROM_LLAMA, attached_to_llama
+from support.noise import assert_near_paper_norm, paper_norm, uniform_norm_tolerance
+
+ALPHA = 5.0
+LOG_TOLERANCE = 0.06  # the mean over one step's sequences (measured spread ~1%)
+
+
+def check_noise(run, hidden: int, alpha: float = ALPHA) -> None:
+    assert run.returncode == 0, run.text[-4000:]
+    assert attached_to_llama(alpha) in run.text and DETACHED_FROM_LLAMA in run.text
+    passes = run.passes()[0]
+    assert passes and all(each.training for each in passes)
+    for each in passes:
+        assert each.largest_padding_noise() == 0.0, "padding gets no noise"
+        for length, norm in each.sequences():
+            assert_near_paper_norm([norm], alpha, rel=uniform_norm_tolerance(length * hidden), context=length)
+    logged = [entry for entry in run.metrics() if "neft/noise_norm" in entry]
+    assert len(logged) == 2, run.text[-4000:]
+    assert all(entry["neft/alpha"] == alpha and entry["neft/tokens_noised"] > 0 for entry in logged)
+    assert_near_paper_norm([entry["neft/noise_norm"] for entry in logged], alpha, rel=LOG_TOLERANCE)
+    (log_file,) = (run.spy_dir.parent / "out").glob("v*/logging.jsonl")  # ms-swift's own log file
+    written = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [entry["neft/noise_norm"] for entry in written if "neft/noise_norm" in entry] == [
+        entry["neft/noise_norm"] for entry in logged
+    ]
+
+
+def test_neft_swift_lora(run_cli, swift_args, hidden_size):
+    check_noise(
+        run_cli(["neft-swift", "sft", *swift_args("lora"), "--neftune_alpha", str(ALPHA)]), hidden_size
+    )
+
+
+def test_neft_swift_full_from_a_yaml_config(run_cli, swift_args, tmp_path, hidden_size):
+    """A YAML config first, as `swift sft config.yaml` takes it, our key inside."""
+    argv = swift_args("full")
+    config = {argv[i][2:]: argv[i + 1] for i in range(0, len(argv), 2)}
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump({**config, "neftune_alpha": ALPHA}))
+    check_noise(run_cli(["neft-swift", "sft", str(path)]), hidden_size)
+
+
+def test_swift_sft_itself_with_the_plugin(run_cli, swift_args, hidden_size):
+    argv = [*swift_args("lora"), "--external_plugins", str(PLUGIN_FILE), "--callbacks", "neftune"]
+    check_noise(run_cli(["swift", "sft", *argv], NEFTUNE_ALPHA=str(ALPHA)), hidden_size)
+
+
+@pytest.mark.parametrize("route", ["neft-swift", "plugin"])
+def test_alpha_unset_noises_nothing(run_cli, swift_args, route):
+    if route == "neft-swift":
+        run = run_cli(["neft-swift", "sft", *swift_args("lora", steps=1)])
+    else:
+        run = run_cli(
+            [
+                "swift",
+                "sft",
+                *swift_args("lora", steps=1),
+                "--external_plugins",
+                str(PLUGIN_FILE),
+                "--callbacks",
+                "neftune",
+            ]
+        )
+    assert run.returncode == 0, run.text[-4000:]
+    assert ATTACHED not in run.text and not run.passes()
+
+
+def test_the_builtin_key_through_swift_sft_noises_padding_and_scales_by_the_padded_row(run_cli, swift_args):
+    """What `swift sft --neftune_noise_alpha 5` (transformers' built-in) gives, measured the same way: the padded
+    row's length as L (each sequence's norm is alpha/sqrt(3) * sqrt(L_s / L_row)) and padding noised. The ratios
+    are printed (`pytest -s`) for docs/swift.md."""
+    spy = Path(__file__).with_name("builtin_spy.py")
+    argv = [*swift_args("lora"), "--neftune_noise_alpha", str(ALPHA), "--external_plugins", str(spy)]
+    run = run_cli(["swift", "sft", *argv, "--callbacks", "builtin_spy"])
+    assert run.returncode == 0, run.text[-4000:]
+    assert ATTACHED not in run.text
+    passes = run.passes()[0]
+    assert passes
+    ratios = [norm / paper_norm(ALPHA) for each in passes for _, norm in each.sequences()]
+    padding = max(each.largest_padding_noise() for each in passes)
+    print(
+        f"built-in per-sequence ratios: {[round(r, 2) for r in ratios]}; largest padding noise {padding:.3f}"
+    )
+    assert padding > 0, "the built-in noises padding"
+    for each in passes:
+        row = each.segments.shape[1]
+        for length, norm in each.sequences():
+            expected = paper_norm(ALPHA) * math.sqrt(length / row)
+            assert abs(norm / expected - 1) < 0.15, (length, row, norm)
+    assert min(ratios) < 0.9
+
+
+def test_two_processes_through_ms_swifts_own_torchrun_launch(run_cli, swift_args, hidden_size):
+    """`NPROC_PER_NODE=2 neft-swift sft`: ms-swift's torchrun launch on CPU, each rank with its own noise
+    stream (seeded: a per-rank generator), each sequence alpha/sqrt(3), padding 0."""
+    argv = [
+        *swift_args("lora", per_device_train_batch_size=2),
+        "--neftune_alpha",
+        str(ALPHA),
+        "--neftune_seed",
+        "1",
+    ]
+    run = run_cli(["neft-swift", "sft", *argv], NPROC_PER_NODE="2", MASTER_PORT="29541")
+    assert run.returncode == 0, run.text[-4000:]
+    assert "torch.distributed.run --nproc_per_node 2" in run.text
+    by_rank = run.passes()
+    assert sorted(by_rank) == [0, 1]
+    for passes in by_rank.values():
+        for each in passes:
+            assert each.largest_padding_noise() == 0.0
+            for length, norm in each.sequences():
+                assert_near_paper_norm([norm], ALPHA, rel=uniform_norm_tolerance(length * hidden_size))
+    assert by_rank[0][0].first_noise != by_rank[1][0].first_noise, "the ranks draw different noise"
+    assert any(entry.get("neft/alpha") == ALPHA for entry in run.metrics())
