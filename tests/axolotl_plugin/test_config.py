@@ -34,6 +34,16 @@ def test_args_model_has_exactly_the_core_keys():
     assert NEFTunePlugin().get_input_args() == "neft_plugins.integrations.axolotl.args.NEFTuneArgs"
 
 
+class TrainerStandIn:
+    """What the callback's binding wraps on a trainer: ``train`` and ``log``."""
+
+    def train(self, resume_from_checkpoint=None):
+        return None
+
+    def log(self, logs):
+        return None
+
+
 def test_valid_keys_load_and_become_the_callback_config(tiny, tmp_path):
     from neft_plugins.integrations.axolotl import NEFTunePlugin
 
@@ -48,8 +58,10 @@ def test_valid_keys_load_and_become_the_callback_config(tiny, tmp_path):
         neftune_clean_loss=True,
     )
     assert cfg.neftune_alpha == 10.0
-    [callback] = NEFTunePlugin().add_callbacks_post_trainer(cfg, trainer=None)
+    trainer = TrainerStandIn()
+    [callback] = NEFTunePlugin().add_callbacks_post_trainer(cfg, trainer=trainer)
     assert isinstance(callback, NEFTuneCallback)
+    assert callback._trainer is trainer, "the plugin binds the callback to the trainer Axolotl built"
     assert callback.config.as_dict() == {
         "neftune_alpha": 10.0,
         "neftune_distribution": "gaussian",
