@@ -103,8 +103,14 @@ def _install_deepspeed(session: nox.Session, version: str = DEEPSPEED) -> dict[s
     return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
+# Two pytest workers (pytest-xdist) per cell, a test file each at a time: most of a cell's time is framework CLIs
+# importing their packages, one core each, so a 2-core machine runs two files at once. Files keep their
+# module-scoped runs on one worker; a session fixture is built once per worker.
+PYTEST_WORKERS = ("-n", os.environ.get("NEFT_TEST_WORKERS", "2"), "--dist", "loadfile", "--durations", "10")
+
+
 def _pytest(session: nox.Session, *args: str, **env: str) -> None:
-    session.run("python", "-m", "pytest", *args, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", *PYTEST_WORKERS, *args, *session.posargs, env=env)
 
 
 @nox.session
@@ -118,7 +124,7 @@ def lint(session: nox.Session) -> None:
 def packaging(session: nox.Session) -> None:
     """A clone without symlinks builds a wheel and an sdist with the declared setuptools floor; the wheel
     installs in a fresh venv and imports every integration."""
-    session.install("pytest>=8")
+    session.install("pytest>=8", "pytest-xdist>=3.5")
     _pytest(session, "tests/packaging")
 
 
