@@ -59,6 +59,8 @@ CPU_OVERRIDES: dict[str, Any] = {
     "micro_batch_size": 2,
     "gradient_accumulation_steps": 1,
     "seed": 42,
+    # Axolotl's default is one worker process per core, each importing torch for a map over ~100 records.
+    "dataset_num_proc": 1,
 }
 SEQUENCE_LEN = 256  # the longest tiny record is ~110 tokens; shorter values drop samples
 RUN_TIMEOUT_S = 600
