@@ -215,8 +215,12 @@ def _resume_argument(
     trainer: Trainer, train: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
 ) -> str | None:
     """The checkpoint folder a ``train(resume_from_checkpoint=...)`` call names; ``True`` is the newest one in
-    the output folder, as the Trainer reads it."""
-    bound = inspect.signature(train).bind_partial(*args, **kwargs).arguments
+    the output folder, as the Trainer reads it. An override ``train(*args, **kwargs)`` that hands its arguments on
+    (ms-swift's) is read as transformers' ``Trainer.train``."""
+    signature = inspect.signature(train)
+    if "resume_from_checkpoint" not in signature.parameters:
+        signature = inspect.signature(functools.partial(Trainer.train, trainer))
+    bound = signature.bind_partial(*args, **kwargs).arguments
     value = bound.get("resume_from_checkpoint")
     if value is True:
         from transformers.trainer_utils import get_last_checkpoint

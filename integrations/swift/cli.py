@@ -1,4 +1,4 @@
-"""``neft-swift``: ``sft ARGS`` (``swift sft`` with neft-plugins' NEFTune), ``plugin``, ``version``.
+"""``neft-swift``: ``sft ARGS`` (``swift sft`` with neft-plugins' NEFTune), ``plugin``, ``web-ui``, ``version``.
 
 ``sft`` takes every ``swift sft`` argument (or a YAML/JSON config first, as ``swift sft`` does) plus the
 ``--neftune_*`` keys (:mod:`neft_plugins.keys`).
@@ -20,6 +20,7 @@ USAGE = "\n".join(
         "usage:",
         "  neft-swift sft [CONFIG.yaml] [--key value ...]  `swift sft` with neft-plugins' NEFTune (--neftune_alpha 5)",
         "  neft-swift plugin [--path]                       the plugin file and flags for `swift sft` itself",
+        "  neft-swift web-ui [--key value ...]              `swift web-ui`, its SFT page's NEFTune slider ours",
         "  neft-swift version                               versions of neft-plugins and ms-swift",
         "",
         "NEFTune keys (--key value; NEFTUNE_KEY=value for `swift sft` itself; `neft keys` explains each):",
@@ -69,6 +70,13 @@ def plugin(argv: Sequence[str]) -> int:
     return 0
 
 
+def web_ui(argv: Sequence[str]) -> int:
+    from neft_plugins.integrations.swift.webui import run_web_ui
+
+    run_web_ui(list(argv))
+    return 0
+
+
 def version(argv: Sequence[str]) -> int:
     import neft_plugins
     from neft_plugins.versions import TESTED, installed_version
@@ -78,7 +86,7 @@ def version(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"sft": sft, "plugin": plugin, "version": version}
+COMMANDS = {"sft": sft, "plugin": plugin, "web-ui": web_ui, "version": version}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

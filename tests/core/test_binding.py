@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset
 from test_scale import losses, resume_args
-from transformers import TrainerControl, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 from trl import SFTTrainer
 
 import neft_plugins.callback as callback_module
@@ -47,3 +47,15 @@ def test_an_unbound_callback_with_no_trainer_calling_it_says_how_to_bind(tmp_pat
         NEFTuneCallback(neftune_alpha=5).on_train_begin(
             args, TrainerState(), TrainerControl(), model=make_llama()
         )
+
+
+def test_the_resumed_checkpoint_is_read_through_a_train_override_that_hands_its_arguments_on(tmp_path):
+    """ms-swift's trainer overrides ``train(*args, **kwargs)`` and is called ``trainer.train(checkpoint)``."""
+
+    class HandsOn(Trainer):
+        def train(self, *args, **kwargs):
+            return super().train(*args, **kwargs)
+
+    trainer = HandsOn.__new__(HandsOn)  # only train()'s signature is read
+    checkpoint = str(tmp_path / "checkpoint-2")
+    assert callback_module._resume_argument(trainer, trainer.train, (checkpoint,), {}) == checkpoint

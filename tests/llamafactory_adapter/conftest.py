@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 
 import support.llamafactory_cli  # noqa: F401 - the torchaudio stub, where torchaudio is missing
-from support.tiny import alpaca_records, make_llama, make_tokenizer
+from support.tiny import alpaca_records, save_tiny_llama
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    make_tokenizer().save_pretrained(folder)
-    make_llama(hidden_size=64, layers=2).save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=64)
 
 
 @pytest.fixture(scope="session")

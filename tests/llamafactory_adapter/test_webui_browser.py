@@ -1,33 +1,30 @@
 """A real browser on ``neft-llamafactory webui``: find the NEFTune controls, set alpha to 15, train the tiny
 model, and see in the run's output that neft-plugins' noise was applied.
 
-Headless Debian chromium (``/usr/bin/chromium``, or ``$NEFT_CHROMIUM``) driven by Playwright. Every process
-this test starts (the web UI, the training run it spawns, Playwright's driver, chromium) is stopped by PID.
+Headless Debian chromium driven by Playwright (``support.browser``); every process this test starts is stopped
+by PID.
 Set ``NEFT_SCREENSHOT=path.png`` to keep a screenshot of the option.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from support.browser import CHROMIUM, missing_packages, web_ui_page
+from support.distributed import free_port
 from support.llamafactory_cli import NORM_TOLERANCE, console_script, run_env
 from support.logs import DETACHED, attached_to_llama
 from support.noise import assert_near_paper_norm
 
 # The nox matrix installs playwright and psutil in the newest LLaMA-Factory cell (0.9.5) only: one real-browser
 # run is enough, and the web UI patch itself is tested in-process on every version (test_webui_patch.py).
-_MISSING = [name for name in ("playwright", "psutil") if importlib.util.find_spec(name) is None]
+_MISSING = missing_packages()
 if _MISSING:
     pytest.skip(
         f"{' and '.join(_MISSING)} not installed: the real-browser test runs in the newest LLaMA-Factory cell "
@@ -35,17 +32,6 @@ if _MISSING:
         allow_module_level=True,
     )
 
-import psutil  # noqa: E402
-
-CHROMIUM = os.environ.get("NEFT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 FAST_RUN = {
     "optim": "adamw_torch",
     "max_steps": 3,
@@ -61,46 +47,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason=f"no chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium; the nox session does)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the web UI exited early"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer in {timeout} s")
-
-
-def descendants() -> set[int]:
-    return {child.pid for child in psutil.Process().children(recursive=True)}
-
-
-def stop(pids: set[int]) -> set[int]:
-    """Terminate each process by PID, kill what is left; return the PIDs still alive."""
-    processes = []
-    for pid in pids:
-        try:
-            process = psutil.Process(pid)
-            process.terminate()
-            processes.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(processes, timeout=10)
-    for process in alive:
-        process.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    return {process.pid for process in alive}
 
 
 @pytest.fixture
@@ -120,42 +66,11 @@ def board_dir(tmp_path, tiny_model, tiny_data):
 
 
 def test_webui_trains_with_neftune_alpha_15(board_dir, tiny_model):
-    from playwright.sync_api import expect, sync_playwright
-
-    before = descendants()
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    log = open(board_dir / "webui.log", "w")  # noqa: SIM115 - closed in finally
-    webui = subprocess.Popen(
-        [console_script("neft-llamafactory"), "webui"],
-        cwd=board_dir,
-        env=run_env(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    started: set[int] = set()
-    try:
-        wait_for_http(url, webui)
-        with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            started |= descendants() - before
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(60_000)
-            try:
-                drive_the_ui(page, expect, url, tiny_model)
-            except BaseException:
-                page.screenshot(path=str(board_dir / "failure.png"), full_page=True)
-                raise
-            finally:
-                started |= descendants() - before
-                browser.close()
-    finally:
-        started |= descendants() - before
-        started.add(webui.pid)
-        still_alive = stop(started)
-        log.close()
-    assert not still_alive, f"processes still alive: {still_alive}"
-    assert not (descendants() - before), "a process started by this test is still running"
+    env = run_env(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=port)
+    with web_ui_page([console_script("neft-llamafactory"), "webui"], board_dir, env, url) as page:
+        drive_the_ui(page, url, tiny_model)
 
     # What the launched run got: our key in its YAML, not transformers' built-in, and per-sequence noise.
     (run_dir,) = (board_dir / "saves" / "Custom" / "lora").iterdir()
@@ -167,7 +82,9 @@ def test_webui_trains_with_neftune_alpha_15(board_dir, tiny_model):
     assert_near_paper_norm(norms, 15, rel=NORM_TOLERANCE)
 
 
-def drive_the_ui(page, expect, url: str, tiny_model: Path) -> None:
+def drive_the_ui(page, url: str, tiny_model: Path) -> None:
+    from playwright.sync_api import expect
+
     page.goto(url)
     extra_tab = page.get_by_text("Extra configurations", exact=True)
     extra_tab.wait_for()

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from support.spy import Pass
 
 
 def paper_norm(alpha: float) -> float:
@@ -28,3 +32,28 @@ def uniform_norm_tolerance(elements: int, sigmas: float = 5.0) -> float:
     and the norm's about half of that.
     """
     return sigmas * 0.5 * math.sqrt(0.8 / elements)
+
+
+def assert_scaled_by_the_row(passes: Iterable[Pass], alpha: float) -> list[float]:
+    """What transformers' built-in NEFTune gives: each sequence alpha/sqrt(3) * sqrt(L_s / L_row), with L_row its
+    whole (padded or packed) row's length, within 15%. Returns each sequence's ratio to alpha/sqrt(3)."""
+    ratios = []
+    for each in passes:
+        row = each.segments.shape[1]
+        for length, norm in each.sequences():
+            expected = paper_norm(alpha) * math.sqrt(length / row)
+            assert abs(norm / expected - 1) < 0.15, (length, row, norm)
+            ratios.append(norm / paper_norm(alpha))
+    return ratios
+
+
+def assert_the_builtin_on_padded_rows(passes: list[Pass], alpha: float) -> None:
+    """transformers' built-in NEFTune on right-padded batches: scaled by the padded row (some sequence below 0.9 of
+    alpha/sqrt(3)) and padding noised. The ratios are printed (``pytest -s``) for the docs."""
+    ratios = assert_scaled_by_the_row(passes, alpha)
+    padding = max(each.largest_padding_noise() for each in passes)
+    print(
+        f"built-in per-sequence ratios: {[round(r, 2) for r in ratios]}; largest padding noise {padding:.3f}"
+    )
+    assert padding > 0, "the built-in noises padding"
+    assert min(ratios) < 0.9

@@ -70,6 +70,13 @@ def make_llama(hidden_size: int = 64, layers: int = 2, seed: int = 0, **config: 
     return LlamaForCausalLM(LlamaConfig(**{**defaults, **config}))
 
 
+def save_tiny_llama(folder: Path, hidden_size: int = 64) -> Path:
+    """The default tokenizer and a 2-layer Llama of width ``hidden_size``, saved as a model folder."""
+    make_tokenizer().save_pretrained(folder)
+    make_llama(hidden_size=hidden_size, layers=2).save_pretrained(folder)
+    return folder
+
+
 def make_lora() -> LoraConfig:
     """Rank-4 LoRA on the attention's q and v projections."""
     from peft import LoraConfig

@@ -14,6 +14,7 @@ from neft_plugins.integrations.swift.callback import (
     prepare_argv,
     with_callback,
 )
+from neft_plugins.integrations.swift.webui import SFT_COMMAND, route_command
 from support.logs import double_noise_error
 
 
@@ -121,3 +122,12 @@ def test_neft_swift_plugin_prints_the_file_and_the_flags(run_cli):
     assert run.returncode == 0, run.text
     assert f"--external_plugins {PLUGIN_FILE} --callbacks neftune" in run.stdout
     assert run_cli(["neft-swift", "plugin", "--path"]).stdout.strip() == str(PLUGIN_FILE)
+
+
+def test_the_web_uis_sft_command_becomes_neft_swift_sft_with_the_slider_as_our_key():
+    command, shown = route_command(
+        ["swift", "sft", "--model", "m", "--neftune_noise_alpha", "5.0"],
+        "nohup swift sft --model 'm' --neftune_noise_alpha '5.0' > run.log 2>&1 &",
+    )
+    assert command == [*SFT_COMMAND, "--model", "m", "--neftune_alpha", "5.0"]
+    assert shown == "nohup neft-swift sft --model 'm' --neftune_alpha '5.0' > run.log 2>&1 &"
