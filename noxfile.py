@@ -61,7 +61,7 @@ LLAMAFACTORY_DEEPSPEED = {"0.9.3": "0.16.9"}
 DEEPSPEED_BUILD_REQUIRES = ("ninja", "hjson", "msgpack", "py-cpuinfo", "psutil", "pydantic>=2")
 
 # The swift session runs on its own (`nox -s swift`) until CI on 2 cores has room for it under 60 minutes.
-nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
+nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests", "unsloth"]
 # uv installs several times faster than pip, whose installs dominated the cells; virtualenv + pip where uv is
 # missing. uv does not read pip's configuration: pip's find-links (where a machine may keep its CPU wheel of
 # torch, as CI's does) are handed to it.
@@ -189,12 +189,39 @@ def demo_tests(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("version", list(TESTED["ms-swift"]))
 def swift(session: nox.Session, version: str) -> None:
-    """ms-swift adapter: real `neft-swift sft` and `swift sft --external_plugins` runs on a tiny local Llama.
+    """ms-swift adapter: real `neft-swift sft` and `swift sft --external_plugins` runs on a tiny local Llama; on the
+    newest version also `neft-swift web-ui` in a headless chromium.
     ms-swift 4.x pulls transformers 5.x, with which its `swift sft` fails at once; the stack it runs with is
     pinned here (see docs/swift.md)."""
-    pins = {"4.6.0": ("transformers==4.57.6", "peft==0.20.0", "trl==0.29.1")}
-    _install(session, f"ms-swift=={version}", *pins.get(version, ()), ".[test]")
+    pins = {
+        "4.1.0": ("transformers==4.57.6", "peft==0.18.1", "trl==0.29.1"),
+        "4.6.0": ("transformers==4.57.6", "peft==0.20.0", "trl==0.29.1"),
+    }
+    # The web UI in a headless chromium, on the newest version only: gradio 6 pulls huggingface-hub 1.x, which
+    # transformers 4.57 refuses to import.
+    browser = version == TESTED["ms-swift"][-1]
+    browser_packages = ["gradio<6", "huggingface-hub<1.0", "playwright", "psutil"] if browser else []
+    _install(session, f"ms-swift=={version}", *pins.get(version, ()), ".[test]", *browser_packages)
     # As for LLaMA-Factory: the registry's torchvision/torchaudio do not load beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
+    if browser:
+        session.run(
+            "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
+        )
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
     _pytest(session, "tests/swift_adapter", PATH=path, CUDA_VISIBLE_DEVICES="-1")
+
+
+@nox.session
+@nox.parametrize("version", list(TESTED["unsloth"]))
+def unsloth(session: nox.Session, version: str) -> None:
+    """Unsloth's CPU backend (`FastLanguageModel` + TRL's SFTTrainer with `NEFTuneCallback` on a tiny local Llama)
+    and its rewritten SFTTrainer under `UNSLOTH_ALLOW_CPU=1`. The stack unsloth resolves to beside torch 2.13.0 is
+    pinned (see docs/unsloth.md)."""
+    pins = {
+        "2026.10.9": ("transformers==5.17.0", "trl==1.15.0", "peft==0.21.2", "datasets==4.8.5"),
+    }
+    _install(session, f"unsloth=={version}", f"unsloth-zoo=={version}", *pins.get(version, ()), ".[test]")
+    # `import unsloth` refuses the registry's torchvision beside the CPU torch.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
+    _pytest(session, "tests/unsloth_adapter")

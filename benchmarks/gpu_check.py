@@ -1,6 +1,6 @@
 """What only a CUDA device can show about NEFTune, in one run of at most 5 minutes on one GPU.
 
-Seven checks, each a function returning its measured numbers and a pass/fail with a reason; one failing
+Eight checks, each a function returning its measured numbers and a pass/fail with a reason; one failing
 check does not stop the others, and the exit code is 1 if any failed (2: no CUDA device). It installs
 nothing: a check whose package is missing (bitsandbytes) fails with the ImportError.
 
@@ -14,6 +14,11 @@ nothing: a check whose package is missing (bitsandbytes) fails with the ImportEr
 5. ``peak_memory``: the peak memory one forward+backward gains from NEFTune. Informational.
 6. ``sync_free``: no host synchronisation in neft-plugins' hooks (padded, packed, varlen).
 7. ``compile``: ``torch.compile(fullgraph=True)`` and ``mode="reduce-overhead"`` train with the right norms.
+8. ``unsloth``: Unsloth's GPU path (QLoRA 4-bit, ``use_gradient_checkpointing="unsloth"``, its SFTTrainer with
+   its default padding-free batches): with ``NEFTuneCallback`` each sequence's noise within 10% of alpha/sqrt(3),
+   padding 0; Unsloth's built-in ``neftune_noise_alpha`` measured beside it. In a child process
+   (``unsloth_sft.py``); not run where unsloth is not installed (it pins its own stack: run
+   ``--only unsloth`` from the unsloth environment, docs/unsloth.md).
 
 Reproduce (writes benchmarks/results/gpu_check/gpu_check.json and gpu_check.md):
 
@@ -31,11 +36,14 @@ import argparse
 import contextlib
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +93,8 @@ COMPILE_VARIANTS: dict[str, dict[str, Any]] = {
     "reduce-overhead": {"mode": "reduce-overhead"},
 }
 SYNC_STEPS = 3
+UNSLOTH_SFT = Path(__file__).with_name("unsloth_sft.py")
+UNSLOTH_TIMEOUT = 240  # seconds: importing unsloth, two 2-step runs of a tiny 4-bit Llama
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "gpu_check"
 
 
@@ -533,6 +543,50 @@ def check_compile(options: Options) -> dict[str, Any]:
     )
 
 
+def check_unsloth(options: Options) -> dict[str, Any]:
+    """``unsloth_sft.py`` in a child process on the device: Unsloth's built-in against ours, each sequence's noise
+    norm at the first decoder layer under Unsloth's padding-free SFT. Passes when ours gives every sequence
+    alpha/sqrt(3) within 10% and padding none; the built-in's ratios (sqrt(L_s / L_row)) are informational."""
+    not_run = needs_cuda(options, "Unsloth's GPU path: its loader and kernels")
+    if not_run:
+        return not_run
+    if importlib.util.find_spec("unsloth") is None:  # it pins its own stack: an environment of its own
+        return outcome(
+            None, "needs unsloth: run `--only unsloth` from the unsloth environment (docs/unsloth.md)"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        child = subprocess.run(
+            [sys.executable, str(UNSLOTH_SFT), folder],
+            cwd=folder,  # Unsloth writes its compiled trainers to unsloth_compiled_cache/ in the working folder
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": str(options.device.index), "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=UNSLOTH_TIMEOUT,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"unsloth_sft.py exited {child.returncode}: {child.stderr[-2000:]}")
+        runs = json.loads((Path(folder) / "unsloth_sft.json").read_text())
+    reports = {
+        name: {
+            "sequence_norms": [norm for sequences in run["sequences"] for _, norm in sequences],
+            "padding_max_abs": run["padding_max"],
+        }
+        for name, run in runs.items()
+    }
+    failures = norm_failures("ours", reports["ours"])
+    builtin = [norm / EXPECTED_NORM for norm in reports["builtin"]["sequence_norms"]]
+    return outcome(
+        not failures,
+        "; ".join(failures)
+        or f"ours: every sequence within {TOLERANCE:.0%} of {EXPECTED_NORM:.3f}, padding 0",
+        f"{norms_line('ours', reports['ours'])}; built-in ratios {min(builtin):.2f}-{max(builtin):.2f} "
+        f"(expect {EXPECTED_NORM:.3f}; rows of {runs['ours']['row_lengths']} tokens)",
+        unsloth=importlib.metadata.version("unsloth"),
+        **runs,
+    )
+
+
 CHECKS: dict[str, Callable[[Options], dict[str, Any]]] = {
     "noise_norms": check_noise_norms,
     "qlora": check_qlora,
@@ -541,6 +595,7 @@ CHECKS: dict[str, Callable[[Options], dict[str, Any]]] = {
     "peak_memory": check_peak_memory,
     "sync_free": check_sync_free,
     "compile": check_compile,
+    "unsloth": check_unsloth,
 }
 
 

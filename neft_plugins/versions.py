@@ -19,7 +19,8 @@ TESTED: dict[str, tuple[str, ...]] = {
     "axolotl": ("0.17.0", "0.19.0"),
     "llamafactory": ("0.9.3", "0.9.4", "0.9.5"),
     "deepspeed": ("0.16.9", "0.19.8"),
-    "ms-swift": ("4.6.0",),
+    "ms-swift": ("4.1.0", "4.6.0"),
+    "unsloth": ("2026.10.9",),
 }
 # (oldest, newest) tested, inclusive: inside, every hook point is the same, so no warning.
 TESTED_RANGES: dict[str, tuple[str, str]] = {

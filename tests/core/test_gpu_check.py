@@ -133,6 +133,7 @@ def test_checks_that_need_cuda_are_not_run_on_cpu_and_do_not_fail(tmp_path):
         "qlora",
         "peak_memory",
         "sync_free",
+        "unsloth",
     ]
     assert gpu_check.main(argv) == 0
     for result in read_json(tmp_path)["checks"].values():

@@ -137,6 +137,11 @@ def test_the_readme_compatibility_table_is_the_tested_versions_table():
     tested_rows = [row for row in table.splitlines() if row.startswith("|") and "| tested |" in row]
     pairs = {tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) for row in tested_rows if " + " in row}
     assert pairs == set(zip(TESTED["transformers"], TESTED["trl"], strict=True))
-    for framework, name in (("axolotl", "Axolotl"), ("llamafactory", "LLaMA-Factory")):
+    for framework, name in (
+        ("axolotl", "Axolotl"),
+        ("llamafactory", "LLaMA-Factory"),
+        ("unsloth", "Unsloth"),
+        ("ms-swift", "ms-swift"),
+    ):
         row = next(row for row in tested_rows if row.startswith(f"| {name} |"))
         assert tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) == TESTED[framework], row
