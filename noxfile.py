@@ -60,7 +60,16 @@ DEEPSPEED = TESTED["deepspeed"][-1]
 LLAMAFACTORY_DEEPSPEED = {"0.9.3": "0.16.9"}
 DEEPSPEED_BUILD_REQUIRES = ("ninja", "hjson", "msgpack", "py-cpuinfo", "psutil", "pydantic>=2")
 
-nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "swift", "unsloth", "demo_tests"]
+nox.options.sessions = [
+    "lint",
+    "packaging",
+    "core",
+    "axolotl",
+    "llamafactory",
+    "swift",
+    "unsloth",
+    "demo_tests",
+]
 # uv installs several times faster than pip, whose installs dominated the cells; virtualenv + pip where uv is
 # missing. uv does not read pip's configuration: pip's find-links (where a machine may keep its CPU wheel of
 # torch, as CI's does) are handed to it.
