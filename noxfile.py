@@ -111,10 +111,11 @@ def _install_deepspeed(session: nox.Session, version: str = DEEPSPEED) -> dict[s
     return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
-# Two pytest workers (pytest-xdist) per cell, a test file each at a time: most of a cell's time is framework CLIs
-# importing their packages, one core each, so a 2-core machine runs two files at once. Files keep their
-# module-scoped runs on one worker; a session fixture is built once per worker.
-PYTEST_WORKERS = ("-n", os.environ.get("NEFT_TEST_WORKERS", "2"), "--dist", "loadfile", "--durations", "10")
+# Two pytest workers (pytest-xdist) per cell, tests handed out one by one: most of a cell's time is framework CLIs
+# and torchrun launches, a core or two each, so a 2-core machine keeps both busy. A file whose tests share one
+# expensive cached run is kept on one worker by its `xdist_group` mark; whole files per worker left one worker
+# with both of tests/core's distributed files (402 s against 351 s serial, core 4.57).
+PYTEST_WORKERS = ("-n", os.environ.get("NEFT_TEST_WORKERS", "2"), "--dist", "loadgroup", "--durations", "10")
 
 
 def _pytest(session: nox.Session, *args: str, **env: str) -> None:
