@@ -111,18 +111,25 @@ def _install_deepspeed(session: nox.Session, version: str = DEEPSPEED) -> dict[s
     return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
-# Two pytest workers (pytest-xdist) per cell, tests handed out one by one: most of a cell's time is framework CLIs
-# and torchrun launches, a core or two each, so a 2-core machine keeps both busy. A file whose tests share one
-# expensive cached run is kept on one worker by its `xdist_group` mark; whole files per worker left one worker
-# with both of tests/core's distributed files (402 s against 351 s serial, core 4.57).
-PYTEST_WORKERS = ("-n", os.environ.get("NEFT_TEST_WORKERS", "2"), "--dist", "loadgroup", "--durations", "10")
-
-
-def _pytest(session: nox.Session, *args: str, **env: str) -> None:
-    # One torch thread per process: two workers with torch's default (a thread per core) spin four threads on two
-    # cores (tests/core/test_trainer.py on a busy 2-core machine: 51.5 CPU seconds with the default, 30.5 with 1).
-    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    session.run("python", "-m", "pytest", *PYTEST_WORKERS, *args, *session.posargs, env={**threads, **env})
+def _pytest(session: nox.Session, *args: str, workers: int = 0, **env: str) -> None:
+    """pytest on ``args``; with ``workers``, that many pytest-xdist workers taking tests one by one, each with one torch
+    thread. Workers pay where a cell's time is framework CLIs importing their packages on one core each; where the
+    tests compute in-process, torch's own threads already use both cores, and workers cost time (CI on 2 cores,
+    tests/core with 2 workers against 1 process: oldest 357 s against 277 s, 4.57 522 s against 351 s). A file
+    whose tests share one expensive cached run carries an ``xdist_group`` mark that keeps it on one worker."""
+    options = ("-n", str(workers), "--dist", "loadgroup") if workers else ()
+    threads = {"OMP_NUM_THREADS": "1"} if workers else {}
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *options,
+        "--durations",
+        "10",
+        *args,
+        *session.posargs,
+        env={**threads, **env},
+    )
 
 
 @nox.session
@@ -136,7 +143,7 @@ def lint(session: nox.Session) -> None:
 def packaging(session: nox.Session) -> None:
     """A clone without symlinks builds a wheel and an sdist with the declared setuptools floor; the wheel
     installs in a fresh venv and imports every integration."""
-    session.install("pytest>=8", "pytest-xdist>=3.5")
+    session.install("pytest>=8")
     _pytest(session, "tests/packaging")
 
 
@@ -157,7 +164,7 @@ def axolotl(session: nox.Session, version: str) -> None:
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
     shim = AXOLOTL_CPU_TORCH_SHIM.get(version)
     env = {"PATH": path, **({"PYTHONPATH": str(shim)} if shim else {}), **_install_deepspeed(session)}
-    _pytest(session, "tests/axolotl_plugin", **env)
+    _pytest(session, "tests/axolotl_plugin", workers=2, **env)
 
 
 @nox.session
@@ -177,7 +184,7 @@ def llamafactory(session: nox.Session, version: str) -> None:
         )
     stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
     deepspeed = _install_deepspeed(session, LLAMAFACTORY_DEEPSPEED.get(version, DEEPSPEED))
-    _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs, **deepspeed)
+    _pytest(session, "tests/llamafactory_adapter", workers=2, PYTHONPATH=stubs, **deepspeed)
 
 
 @nox.session
@@ -218,7 +225,7 @@ def swift(session: nox.Session, version: str) -> None:
             "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
         )
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
-    _pytest(session, "tests/swift_adapter", PATH=path, CUDA_VISIBLE_DEVICES="-1")
+    _pytest(session, "tests/swift_adapter", workers=2, PATH=path, CUDA_VISIBLE_DEVICES="-1")
 
 
 @nox.session
@@ -233,4 +240,4 @@ def unsloth(session: nox.Session, version: str) -> None:
     _install(session, f"unsloth=={version}", f"unsloth-zoo=={version}", *pins.get(version, ()), ".[test]")
     # `import unsloth` refuses the registry's torchvision beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
-    _pytest(session, "tests/unsloth_adapter")
+    _pytest(session, "tests/unsloth_adapter", workers=2)

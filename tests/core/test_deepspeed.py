@@ -16,9 +16,6 @@ from support.noise import assert_near_paper_norm
 from support.spy import SITE, SPY_DIR, Pass, passes
 from support.versions import transformers_resumes_under_torch_2_13
 
-# One pytest-xdist worker: its tests share the cached ZeRO runs.
-pytestmark = pytest.mark.xdist_group("core-zero")
-
 HERE = Path(__file__).parent
 ALPHA = 5.0
 SHORTEST = 3 * 64  # the shortest sequence: 3 tokens of width 64

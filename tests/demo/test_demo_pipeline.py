@@ -11,9 +11,6 @@ from neft_plugins.demo.cli import demo_main
 from neft_plugins.demo.report_cli import report_main
 from support.noise import assert_near_paper_norm
 
-# One pytest-xdist worker: its tests share one demo run.
-pytestmark = pytest.mark.xdist_group("demo-run")
-
 
 @pytest.fixture(scope="module")
 def demo_run(tiny_model_dir, tiny_data, tmp_path_factory, capsys_module=None):

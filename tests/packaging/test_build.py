@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-# One pytest-xdist worker: its tests share the wheel and sdist, built once.
-pytestmark = pytest.mark.xdist_group("packaging")
-
 ROOT = Path(__file__).resolve().parents[2]
 TORCH_CONSTRAINT = ROOT / "constraints" / "torch-cpu.txt"
 
