@@ -60,16 +60,12 @@ DEEPSPEED = TESTED["deepspeed"][-1]
 LLAMAFACTORY_DEEPSPEED = {"0.9.3": "0.16.9"}
 DEEPSPEED_BUILD_REQUIRES = ("ninja", "hjson", "msgpack", "py-cpuinfo", "psutil", "pydantic>=2")
 
-nox.options.sessions = [
-    "lint",
-    "packaging",
-    "core",
-    "axolotl",
-    "llamafactory",
-    "swift",
-    "unsloth",
-    "demo_tests",
-]
+# The ms-swift and Unsloth cells run on their own (`python3 -m nox -s swift unsloth`): with them, CI on 2 cores
+# would pass its 90-minute limit (87 minutes without them, 2026-12-03). pytest-xdist workers did not shorten the
+# cells here: two workers made tests/core slower (oldest 357 s against 277 s in one process, 4.57 522 s against
+# 351 s) and Axolotl 0.17's cell too (1375 s against 1035 s); xdist 3.8's `loadgroup` does not group under pytest
+# 9.2, so cached runs ran on both workers.
+nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
 # uv installs several times faster than pip, whose installs dominated the cells; virtualenv + pip where uv is
 # missing. uv does not read pip's configuration: pip's find-links (where a machine may keep its CPU wheel of
 # torch, as CI's does) are handed to it.
@@ -111,25 +107,8 @@ def _install_deepspeed(session: nox.Session, version: str = DEEPSPEED) -> dict[s
     return {**extensions, "NEFT_DEEPSPEED_INSTALL_ERROR": str(error)}
 
 
-def _pytest(session: nox.Session, *args: str, workers: int = 0, **env: str) -> None:
-    """pytest on ``args``; with ``workers``, that many pytest-xdist workers taking tests one by one, each with one torch
-    thread. Workers pay where a cell's time is framework CLIs importing their packages on one core each; where the
-    tests compute in-process, torch's own threads already use both cores, and workers cost time (CI on 2 cores,
-    tests/core with 2 workers against 1 process: oldest 357 s against 277 s, 4.57 522 s against 351 s). A file
-    whose tests share one expensive cached run carries an ``xdist_group`` mark that keeps it on one worker."""
-    options = ("-n", str(workers), "--dist", "loadgroup") if workers else ()
-    threads = {"OMP_NUM_THREADS": "1"} if workers else {}
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        *options,
-        "--durations",
-        "10",
-        *args,
-        *session.posargs,
-        env={**threads, **env},
-    )
+def _pytest(session: nox.Session, *args: str, **env: str) -> None:
+    session.run("python", "-m", "pytest", "--durations", "10", *args, *session.posargs, env=env)
 
 
 @nox.session
@@ -164,7 +143,7 @@ def axolotl(session: nox.Session, version: str) -> None:
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
     shim = AXOLOTL_CPU_TORCH_SHIM.get(version)
     env = {"PATH": path, **({"PYTHONPATH": str(shim)} if shim else {}), **_install_deepspeed(session)}
-    _pytest(session, "tests/axolotl_plugin", workers=2, **env)
+    _pytest(session, "tests/axolotl_plugin", **env)
 
 
 @nox.session
@@ -184,7 +163,7 @@ def llamafactory(session: nox.Session, version: str) -> None:
         )
     stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
     deepspeed = _install_deepspeed(session, LLAMAFACTORY_DEEPSPEED.get(version, DEEPSPEED))
-    _pytest(session, "tests/llamafactory_adapter", workers=2, PYTHONPATH=stubs, **deepspeed)
+    _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs, **deepspeed)
 
 
 @nox.session
@@ -225,7 +204,7 @@ def swift(session: nox.Session, version: str) -> None:
             "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
         )
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
-    _pytest(session, "tests/swift_adapter", workers=2, PATH=path, CUDA_VISIBLE_DEVICES="-1")
+    _pytest(session, "tests/swift_adapter", PATH=path, CUDA_VISIBLE_DEVICES="-1")
 
 
 @nox.session
@@ -240,4 +219,4 @@ def unsloth(session: nox.Session, version: str) -> None:
     _install(session, f"unsloth=={version}", f"unsloth-zoo=={version}", *pins.get(version, ()), ".[test]")
     # `import unsloth` refuses the registry's torchvision beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
-    _pytest(session, "tests/unsloth_adapter", workers=2)
+    _pytest(session, "tests/unsloth_adapter")

@@ -17,9 +17,6 @@ from support.axolotl_cli import SEQUENCE_LEN, AxolotlRun, longest_alpaca_tokens
 from support.logs import ATTACHED, DETACHED
 from support.noise import assert_near_paper_norm, paper_norm
 
-# One pytest-xdist worker: its tests share conftest's cached example runs.
-pytestmark = pytest.mark.xdist_group("axolotl-examples")
-
 ALPHA = 5.0
 # Each logged value is a mean over >= 2 sequences of >= ~30 tokens x 64 dims; its spread is < 1%, and
 # the printed value has 4 significant digits. A wrong L misses by 25% or more here.

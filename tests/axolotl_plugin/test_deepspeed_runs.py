@@ -27,9 +27,6 @@ from support.deepspeed import deepspeed_config, framework_stages, on_newest, req
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.spy import SITE, SPY_DIR, Pass, passes
 
-# One pytest-xdist worker: its tests share the cached ZeRO runs.
-pytestmark = pytest.mark.xdist_group("axolotl-zero")
-
 ALPHA = 5.0
 WIDTH = 64  # the tiny Llama's hidden size (support.tiny.make_llama)
 GLOO_PLUGIN = "axolotl_plugin.cpu_deepspeed.DeepSpeedOnGloo"

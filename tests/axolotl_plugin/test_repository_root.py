@@ -7,13 +7,8 @@ integrations too, or Axolotl logs "Failed to load plugin" and trains on without 
 
 from __future__ import annotations
 
-import pytest
-
 from support.logs import ATTACHED
 from support.noise import assert_near_paper_norm
-
-# One pytest-xdist worker: its tests share conftest's cached example runs.
-pytestmark = pytest.mark.xdist_group("axolotl-examples")
 
 
 def test_axolotl_train_from_the_repository_root_noises_the_embeddings(train_example):

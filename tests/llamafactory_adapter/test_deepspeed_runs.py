@@ -22,9 +22,6 @@ from support.llamafactory_cli import EXAMPLES, Run, assert_noise_norms, console_
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.spy import SITE, SPY_DIR, Pass, passes
 
-# One pytest-xdist worker: its tests share the cached ZeRO runs.
-pytestmark = pytest.mark.xdist_group("llamafactory-zero")
-
 ALPHA = 5.0  # the example config's neftune_alpha
 WIDTH = 64  # the tiny model's hidden size (conftest's tiny_model)
 RESUME_STEP = 2

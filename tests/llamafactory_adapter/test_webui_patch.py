@@ -16,9 +16,6 @@ from support import ROOT  # noqa: E402
 from support.llamafactory_cli import assert_noise_norms, console_script, run  # noqa: E402
 from support.logs import attached_to_llama  # noqa: E402
 
-# One pytest-xdist worker: its tests share one LLaMA Board, built once.
-pytestmark = pytest.mark.xdist_group("llamafactory-board")
-
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):

@@ -23,9 +23,6 @@ from support.noise import (
 )
 from support.spy import Pass
 
-# One pytest-xdist worker: its tests share one run of gpu_path_sft.py.
-pytestmark = pytest.mark.xdist_group("unsloth-gpu-path")
-
 ALPHA = 5.0
 SCRIPT = Path(__file__).with_name("gpu_path_sft.py")
 RUN_TIMEOUT = 600
