@@ -1,6 +1,7 @@
 """One session per environment: the frameworks pin versions that cannot share one venv.
 
-`python3 -m nox` runs every test session, including the version matrix (`python3 -m nox -l` lists it);
+`python3 -m nox` runs every test session, including the version matrix, but ms-swift's and Unsloth's (see
+`nox.options.sessions`; `python3 -m nox -l` lists them all);
 `python3 -m nox -s demo` runs the demo.
 """
 
