@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import torch
 from transformers import TrainerCallback
 
 from neft_plugins.structure import find_first_block, find_input_embeddings, unwrap_model
@@ -23,6 +24,7 @@ class SpyCallback(TrainerCallback):
         self.neftune = neftune
         self.passes: list[Pass] = []
         self._spy: FirstBlockSpy | None = None
+        self._embeddings: torch.nn.Embedding | None = None  # the built-in's reference, without NEFTune
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self.neftune is not None:
