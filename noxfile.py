@@ -1,7 +1,6 @@
 """One session per environment: the frameworks pin versions that cannot share one venv.
 
-`python3 -m nox` runs every test session, including the version matrix, but ms-swift's and Unsloth's (see
-`nox.options.sessions`; `python3 -m nox -l` lists them all);
+`python3 -m nox` runs every test session, including the version matrix (`python3 -m nox -l` lists them);
 `python3 -m nox -s demo` runs the demo.
 """
 
@@ -55,18 +54,27 @@ LLAMAFACTORY_VERSIONS = {
 # Axolotl versions whose GPU probe fails on the CPU build of torch (see the module's docstring).
 AXOLOTL_CPU_TORCH_SHIM = {"0.17.0": ROOT / "tests" / "axolotl_plugin" / "cpu_torch"}
 NEWEST_LLAMAFACTORY = TESTED["llamafactory"][-1]
+NEWEST_AXOLOTL = TESTED["axolotl"][-1]
+# DeepSpeed runs through the frameworks' CLIs on their newest versions only (tests/support/matrix.py), with the
+# newest DeepSpeed; tests/core runs the oldest DeepSpeed with the oldest transformers/TRL pair.
 DEEPSPEED = TESTED["deepspeed"][-1]
-# LLaMA-Factory 0.9.3 requires deepspeed<=0.16.9 whenever `deepspeed:` is set (a mandatory check that
-# DISABLE_VERSION_CHECK does not lift); 0.16.9 builds against torch 2.13.0 CPU as 0.19.8 does.
-LLAMAFACTORY_DEEPSPEED = {"0.9.3": "0.16.9"}
+CORE_DEEPSPEED = {"oldest": TESTED["deepspeed"][0]}
 DEEPSPEED_BUILD_REQUIRES = ("ninja", "hjson", "msgpack", "py-cpuinfo", "psutil", "pydantic>=2")
 
-# The ms-swift and Unsloth cells run on their own (`python3 -m nox -s swift unsloth`): with them, CI on 2 cores
-# would pass its 90-minute limit (87 minutes without them, 2026-12-03). pytest-xdist workers did not shorten the
-# cells here: two workers made tests/core slower (oldest 357 s against 277 s in one process, 4.57 522 s against
-# 351 s) and Axolotl 0.17's cell too (1375 s against 1035 s); xdist 3.8's `loadgroup` does not group under pytest
-# 9.2, so cached runs ran on both workers.
-nox.options.sessions = ["lint", "packaging", "core", "axolotl", "llamafactory", "demo_tests"]
+# Every cell runs on CI's 2 cores inside its 90 minutes because the older versions of each framework run the
+# routes that differ between releases and the newest the whole suite (tests/support/matrix.py). pytest-xdist
+# workers did not shorten the cells here: two workers made tests/core slower (oldest 357 s against 277 s in one
+# process, 4.57 522 s against 351 s) and Axolotl 0.17's cell too (1375 s against 1035 s).
+nox.options.sessions = [
+    "lint",
+    "packaging",
+    "core",
+    "axolotl",
+    "llamafactory",
+    "swift",
+    "unsloth",
+    "demo_tests",
+]
 # uv installs several times faster than pip, whose installs dominated the cells; virtualenv + pip where uv is
 # missing. uv does not read pip's configuration: pip's find-links (where a machine may keep its CPU wheel of
 # torch, as CI's does) are handed to it.
@@ -132,7 +140,7 @@ def packaging(session: nox.Session) -> None:
 def core(session: nox.Session, stack: str) -> None:
     """Core engine + transformers/TRL callback, on each tested transformers/TRL pair."""
     _install(session, ".[trl,qlora,test]", *TRL_STACKS[stack])
-    _pytest(session, "tests/core", **_install_deepspeed(session))
+    _pytest(session, "tests/core", **_install_deepspeed(session, CORE_DEEPSPEED.get(stack, DEEPSPEED)))
 
 
 @nox.session
@@ -143,7 +151,8 @@ def axolotl(session: nox.Session, version: str) -> None:
     # Axolotl's CLI starts `accelerate` by name: the session's bin must come first on PATH.
     path = os.pathsep.join([session.bin, os.environ.get("PATH", "")])
     shim = AXOLOTL_CPU_TORCH_SHIM.get(version)
-    env = {"PATH": path, **({"PYTHONPATH": str(shim)} if shim else {}), **_install_deepspeed(session)}
+    deepspeed = _install_deepspeed(session) if version == NEWEST_AXOLOTL else {}
+    env = {"PATH": path, **({"PYTHONPATH": str(shim)} if shim else {}), **deepspeed}
     _pytest(session, "tests/axolotl_plugin", **env)
 
 
@@ -152,18 +161,18 @@ def axolotl(session: nox.Session, version: str) -> None:
 def llamafactory(session: nox.Session, version: str) -> None:
     """LLaMA-Factory adapter: real `neft-llamafactory train` runs on a tiny local Llama; on the newest version
     also LLaMA Board in a headless chromium (Debian's, installed by tests/llamafactory_adapter/install_chromium.sh)."""
-    browser = version == NEWEST_LLAMAFACTORY
-    browser_packages = ["playwright", "psutil"] if browser else []
+    newest = version == NEWEST_LLAMAFACTORY  # the browser test and DeepSpeed run here
+    browser_packages = ["playwright", "psutil"] if newest else []
     _install(session, *LLAMAFACTORY_VERSIONS[version], ".[test,qlora]", *browser_packages)
     # The registry's torchvision/torchaudio do not load beside the CPU torch; LLaMA-Factory imports
     # torchaudio only for audio inputs, so a stub on PYTHONPATH stands in for it.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
-    if browser:
+    if newest:
         session.run(
             "bash", str(ROOT / "tests" / "llamafactory_adapter" / "install_chromium.sh"), external=True
         )
     stubs = str(ROOT / "tests" / "llamafactory_adapter" / "stubs")
-    deepspeed = _install_deepspeed(session, LLAMAFACTORY_DEEPSPEED.get(version, DEEPSPEED))
+    deepspeed = _install_deepspeed(session) if newest else {}
     _pytest(session, "tests/llamafactory_adapter", PYTHONPATH=stubs, **deepspeed)
 
 

@@ -1,4 +1,4 @@
-"""The ``neft`` command: ``neft demo``, ``neft report``, ``neft check CONFIG``, ``neft keys``, ``neft plugins``."""
+"""The ``neft`` command: ``neft demo``, ``neft report``, ``neft check CONFIG...``, ``neft keys``, ``neft plugins``."""
 
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("report", help="compare two sets of generations with the paper's measures")
     check = commands.add_parser(
         "check",
-        help="validate the neftune_* keys of a YAML or JSON config, and that the Axolotl plugins it lists import",
+        help="validate the neftune_* keys of YAML or JSON configs, and that the Axolotl plugins they list import",
     )
-    check.add_argument("config", type=Path)
+    check.add_argument("configs", type=Path, nargs="+", metavar="config")
     commands.add_parser("keys", help="the neftune_* keys: values, defaults and what each does")
     commands.add_parser("plugins", help="list the distributions, schedules and plugins installed")
     args = parser.parse_args(argv)
     if args.command == "check":
-        return _check(args.config)
+        return max(_check(path) for path in args.configs)
     if args.command == "keys":
         return _list_keys()
     return _list_plugins()

@@ -15,6 +15,7 @@ import pytest
 
 from support.axolotl_cli import SEQUENCE_LEN, AxolotlRun, longest_alpaca_tokens
 from support.logs import ATTACHED, DETACHED
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, paper_norm
 
 ALPHA = 5.0
@@ -47,13 +48,14 @@ def assert_paper_norm(run: AxolotlRun) -> None:
     assert_near_paper_norm([mean_noise_norm(run)], ALPHA, rel=TOLERANCE, context=context)
 
 
-@pytest.mark.parametrize("example", ["lora", "qlora"])
+@pytest.mark.parametrize("example", ["lora", pytest.param("qlora", marks=on_newest("axolotl"))])
 def test_sft_noises_each_sequence_with_paper_norm(train_example, example):
     run = train_example(example)
     assert_lifecycle(run)
     assert_paper_norm(run)
 
 
+@on_newest("axolotl")
 def test_qlora_trains_a_4bit_model(train_example):
     run = train_example("qlora")
     assert run.returncode == 0, run.describe()
@@ -107,6 +109,7 @@ def test_packing_gives_each_packed_sequence_its_own_length(train_example, longes
     assert_padding_not_noised(run)
 
 
+@on_newest("axolotl")
 def test_full_finetuning_packed_with_segment_ids_in_attention_mask(train_example, longest_record):
     """``full.yml`` with ``sample_packing: true`` and no attention backend named: Axolotl's multipack collator
     then puts segment ids 1..K in attention_mask (0 = padding). Each segment gets its own L, and the
@@ -118,6 +121,7 @@ def test_full_finetuning_packed_with_segment_ids_in_attention_mask(train_example
     assert_padding_not_noised(run)
 
 
+@on_newest("axolotl")
 def test_packing_norm_tells_per_sequence_from_row_length(train_example):
     """Control: the same run with L = the packed row (``neftune_length: padded``, transformers' built-in
     scaling). Each sequence then gets alpha/sqrt(3) * sqrt(L_s / L_row): here about 0.35-0.65x, so the
@@ -130,6 +134,7 @@ def test_packing_norm_tells_per_sequence_from_row_length(train_example):
     assert mean_noise_norm(per_sequence) / mean_noise_norm(per_row) > 1.3
 
 
+@on_newest("axolotl")
 def test_dpo_noises_policy_passes_only(train_example):
     """``rl: dpo`` (Axolotl ignores its built-in key there). The LoRA reference pass runs the same model,
     adapters off, under no_grad: it must get no noise. TRL counts the tokens of the policy pass in

@@ -130,7 +130,8 @@ def test_builtin_key_alone_is_left_to_axolotl(tiny, tmp_path):
 
 def test_cli_refuses_double_neftune_before_loading_the_model(tiny, tmp_path):
     config = example_config("lora", tiny, tmp_path, neftune_noise_alpha=5)
-    run = run_axolotl(config, tmp_path)
+    # The refusal happens where the config loads, whatever the launcher; `python` saves two interpreter start-ups.
+    run = run_axolotl(config, tmp_path, launcher="python")
     assert run.returncode != 0
     assert double_noise_error("neftune_noise_alpha", 5, 5) in run.output, run.describe()
     assert "axolotl.loaders" not in run.output  # stopped before any model or tokenizer was loaded

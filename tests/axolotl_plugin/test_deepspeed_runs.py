@@ -1,7 +1,8 @@
-"""``axolotl train`` with ``deepspeed:`` in the YAML (ZeRO-2, ZeRO-3, ZeRO-3 with CPU offload) on 2 CPU processes,
-started by Axolotl's default launcher (accelerate), with the plugin: what each rank's first block received is
-measured by the first-block spy (``support.spy``), independently of NEFTune's own records; the rank-0 logs are
-read from the run's output.
+"""``axolotl train`` with ``deepspeed:`` (ZeRO-3) in the YAML on 2 CPU processes, started by Axolotl's default
+launcher (accelerate), with the plugin: what each rank's first block received is measured by the first-block spy
+(``support.spy``), independently of NEFTune's own records; the rank-0 logs are read from the run's output. ZeRO-2
+and ZeRO-3 with CPU offload reach the Trainer the same way; they run in ``tests/core/test_deepspeed.py``. On the
+newest Axolotl only (``support.matrix``).
 
 The example ``full.yml`` packed (``sample_packing``, rows padded to ``sequence_len``): Axolotl puts segment ids
 1..K in ``attention_mask``, so each row holds several sequences and a padding tail. What the CPU needs beyond
@@ -23,7 +24,8 @@ import pytest
 import torch
 
 from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
-from support.deepspeed import deepspeed_config, framework_stages, on_newest, require_deepspeed
+from support.deepspeed import deepspeed_config, require_deepspeed
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.spy import SITE, SPY_DIR, Pass, passes
 
@@ -31,7 +33,11 @@ ALPHA = 5.0
 WIDTH = 64  # the tiny Llama's hidden size (support.tiny.make_llama)
 GLOO_PLUGIN = "axolotl_plugin.cpu_deepspeed.DeepSpeedOnGloo"
 ACCELERATE_ARGS = ("--num_processes", "2", "--use_deepspeed")
+STAGE = "3"
+STEPS = 4  # a checkpoint at step 2: the resumed run trains steps 3 and 4 again
 CHECKPOINT_STEP = 2
+
+pytestmark = on_newest("axolotl")
 
 
 @dataclass
@@ -50,10 +56,10 @@ class ZeroRun:
         return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
-def cpu_yaml(tiny: dict[str, Path], folder: Path, stage: str, **overrides: Any) -> dict[str, Any]:
+def cpu_yaml(tiny: dict[str, Path], folder: Path, **overrides: Any) -> dict[str, Any]:
     """``full.yml``, packed, with ``deepspeed:`` pointing at a ZeRO JSON file as Axolotl users do."""
-    deepspeed = folder / f"zero{stage}.json"
-    deepspeed.write_text(json.dumps(deepspeed_config(stage)))
+    deepspeed = folder / f"zero{STAGE}.json"
+    deepspeed.write_text(json.dumps(deepspeed_config(STAGE)))
     config = example_config(
         "full",
         tiny,
@@ -73,26 +79,28 @@ def cpu_yaml(tiny: dict[str, Path], folder: Path, stage: str, **overrides: Any) 
 
 @pytest.fixture(scope="module")
 def zero_run(tiny, tmp_path_factory):
-    """``zero_run(stage, steps, resume=False)`` trains once per arguments and caches the run. The 4-step run saves a
-    checkpoint every 2 steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
+    """``zero_run(resume=False)`` trains once per argument and caches the run. The run saves a checkpoint every 2
+    steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
     require_deepspeed()
     prepared = tmp_path_factory.mktemp("prepared")  # the tokenized dataset, shared by the runs
-    runs: dict[tuple, ZeroRun] = {}
+    runs: dict[bool, ZeroRun] = {}
 
-    def run(stage: str, steps: int, resume: bool = False) -> ZeroRun:
-        key = (stage, steps, resume)
-        if key not in runs:
-            folder = tmp_path_factory.mktemp(f"zero{stage}")
-            overrides: dict[str, Any] = {"max_steps": steps, "dataset_prepared_path": str(prepared)}
-            if steps > CHECKPOINT_STEP:
-                overrides |= {"save_strategy": "steps", "save_steps": CHECKPOINT_STEP}
+    def run(resume: bool = False) -> ZeroRun:
+        if resume not in runs:
+            folder = tmp_path_factory.mktemp(f"zero{STAGE}")
+            overrides: dict[str, Any] = {
+                "max_steps": STEPS,
+                "dataset_prepared_path": str(prepared),
+                "save_strategy": "steps",
+                "save_steps": CHECKPOINT_STEP,
+            }
             if resume:
-                saved = run(stage, steps).output / f"checkpoint-{CHECKPOINT_STEP}"
+                saved = run().output / f"checkpoint-{CHECKPOINT_STEP}"
                 copy = shutil.copytree(saved, folder / "output" / saved.name)
                 overrides["resume_from_checkpoint"] = str(copy)
             (folder / "spy").mkdir()
             axolotl = run_axolotl(
-                cpu_yaml(tiny, folder, stage, **overrides),
+                cpu_yaml(tiny, folder, **overrides),
                 folder,
                 launcher_args=ACCELERATE_ARGS,
                 paths=(SITE,),
@@ -100,21 +108,17 @@ def zero_run(tiny, tmp_path_factory):
                 **{SPY_DIR: str(folder / "spy")},
             )
             assert axolotl.returncode == 0, axolotl.describe()
-            runs[key] = ZeroRun(axolotl, passes(folder / "spy"))
-        return runs[key]
+            runs[resume] = ZeroRun(axolotl, passes(folder / "spy"))
+        return runs[resume]
 
     return run
 
 
-STAGES = framework_stages("axolotl")
-
-
-@pytest.mark.parametrize(("stage", "steps"), STAGES)
-def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run, stage, steps):
-    by_rank = zero_run(stage, steps).by_rank
+def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run):
+    by_rank = zero_run().by_rank
     assert sorted(by_rank) == [0, 1]
     for rank_passes in by_rank.values():
-        assert [each.training for each in rank_passes] == [True] * steps
+        assert [each.training for each in rank_passes] == [True] * STEPS
         for each in rank_passes:
             lengths = each.sequence_lengths()  # several sequences per packed row
             assert len(lengths) > each.segments.shape[0], "rows were not packed"
@@ -128,20 +132,18 @@ def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run, st
         assert first.first_noise != second.first_noise, "both ranks drew the same noise"
 
 
-@pytest.mark.parametrize(("stage", "steps"), STAGES)
-def test_rank0_logs_the_noise_rank0_applied(zero_run, stage, steps):
+def test_rank0_logs_the_noise_rank0_applied(zero_run):
     """Only rank 0 prints the step logs, and they hold what rank 0's first block received (printed to 4 digits)."""
-    run = zero_run(stage, steps)
-    assert run.axolotl.metric("neft/alpha") == [ALPHA] * steps, run.axolotl.describe()
+    run = zero_run()
+    assert run.axolotl.metric("neft/alpha") == [ALPHA] * STEPS, run.axolotl.describe()
     applied = run.by_rank[0]
     assert run.axolotl.metric("neft/tokens_noised") == [float((each.segments > 0).sum()) for each in applied]
     means = [float(each.sequence_norms().mean()) for each in applied]
     assert run.axolotl.metric("neft/noise_norm") == pytest.approx(means, rel=1e-3)
 
 
-@on_newest("axolotl")
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
-    uninterrupted = zero_run("3", 4)
+    uninterrupted = zero_run()
     checkpoint = uninterrupted.output / f"checkpoint-{CHECKPOINT_STEP}"
     assert {"global_step2", "latest", "neft_state_rank0.pt", "neft_state_rank1.pt"} <= {
         path.name for path in checkpoint.iterdir()
@@ -151,7 +153,7 @@ def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(z
         "zero_pp_rank_0_mp_rank_00_model_states.pt",
         "zero_pp_rank_1_mp_rank_00_model_states.pt",
     }
-    resumed = zero_run("3", 4, resume=True)
+    resumed = zero_run(resume=True)
     assert len(resumed.axolotl.steps) == 2, resumed.axolotl.describe()
     for rank in (0, 1):
         assert len(resumed.by_rank[rank]) == 2

@@ -17,6 +17,10 @@ def test_check_accepts_a_good_config_and_names_the_bad_key(tmp_path, capsys):
         "neftune_distribution: got 'laplace'; expected one of 'uniform', 'gaussian'"
         in capsys.readouterr().err
     )
+    # Several configs: each is checked, and one bad one fails the command.
+    assert main(["check", str(bad), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert f"{bad}: neftune_distribution" in captured.err and '"neftune_schedule": "cosine"' in captured.out
 
 
 def test_console_script_lists_the_builtin_plugins():

@@ -1,6 +1,7 @@
 """DeepSpeed ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload, for real: TRL's SFTTrainer with NEFTuneCallback on 2 CPU
 processes (DeepSpeed's CPU accelerator, gloo). What each rank's first block received is measured by the
-first-block spy (``support.spy``), independently of NEFTune's own records."""
+first-block spy (``support.spy``), independently of NEFTune's own records. ZeRO-3 on every tested transformers;
+ZeRO-2, offload and the resume on the newest (``support.matrix``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from support.deepspeed import require_deepspeed
 from support.distributed import torchrun
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 from support.spy import SITE, SPY_DIR, Pass, passes
 from support.versions import transformers_resumes_under_torch_2_13
@@ -41,7 +43,14 @@ def zero_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize(("stage", "steps"), [("2", 2), ("3", 4), ("3-offload", 2)])
+@pytest.mark.parametrize(
+    ("stage", "steps"),
+    [
+        pytest.param("2", 2, marks=on_newest("transformers")),
+        ("3", 4),
+        pytest.param("3-offload", 2, marks=on_newest("transformers")),
+    ],
+)
 def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, steps, assert_noise_norms):
     _, result, by_rank = zero_run(stage, steps)
     assert result["engine"] == "DeepSpeedEngine"
@@ -64,6 +73,7 @@ def test_every_rank_noises_each_sequence_with_its_own_length(zero_run, stage, st
 
 
 @transformers_resumes_under_torch_2_13
+@on_newest("transformers")
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
     folder, uninterrupted, whole = zero_run("3", 4)
     checkpoint = folder / "out" / "checkpoint-2"

@@ -12,6 +12,7 @@ import gpu_check
 import pytest
 import torch
 
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 
 
@@ -159,6 +160,7 @@ def test_noise_norm_check_on_cpu(tmp_path):
     assert results["settings"] == {"device": "cpu", "small": True, "rounds": 20}
 
 
+@on_newest("transformers")
 def test_compile_check_on_cpu(monkeypatch, tmp_path):
     # Inductor's C++ build of the kernels takes over a minute on a 2-core CPU; aot_eager runs the same dynamo
     # trace (where fullgraph fails or not) and AOT autograd without it.

@@ -14,6 +14,7 @@ from neft_plugins import NEFTuneCallback, neftune
 from neft_plugins.stream import STATE_FILE
 from support.distributed import torchrun
 from support.layouts import packed, padded_rows
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, paper_norm
 from support.spy import first_block_inputs
 from support.tiny import make_llama, make_lora, make_tokenizer, short_run_args, text_records
@@ -25,8 +26,8 @@ HERE = Path(__file__).parent
 @pytest.mark.parametrize(
     ("strategy", "seed", "wrapper"),
     [
-        ("ddp", "none", "DistributedDataParallel"),
-        ("ddp", "7", "DistributedDataParallel"),
+        pytest.param("ddp", "none", "DistributedDataParallel", marks=on_newest("transformers")),
+        pytest.param("ddp", "7", "DistributedDataParallel", marks=on_newest("transformers")),
         ("fsdp2", "7", "FSDP"),
     ],
 )
@@ -44,6 +45,7 @@ def test_two_ranks_draw_different_noise_of_the_right_norm(
         assert_noise_norms(torch.tensor(rank["norms"]), 5.0, 20 * 64)
 
 
+@on_newest("transformers")
 def test_context_parallel_counts_the_whole_sequence(tmp_path, assert_noise_norms):
     """Each rank holds half of every sequence; L must still be the whole sequence's length."""
     torchrun(HERE / "context_parallel_train.py", str(tmp_path))

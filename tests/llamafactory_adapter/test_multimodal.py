@@ -24,6 +24,7 @@ import pytest
 
 from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, spied_train, tiny_overrides
 from support.logs import ATTACHED
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 from support.versions import qwen2_vl_processor_builds
 from support.vlm import (
@@ -70,6 +71,7 @@ def write_dataset(folder: Path) -> None:
     (folder / "dataset_info.json").write_text(json.dumps({"tiny_mm": info}))
 
 
+@on_newest("llamafactory")
 @pytest.mark.parametrize(
     ("make", "processor", "template"),
     [

@@ -22,6 +22,7 @@ from support.llamafactory_cli import (
     tiny_overrides,
 )
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 from support.versions import llamafactory_neat_packing, transformers_4bit_on_cpu
 
@@ -48,9 +49,21 @@ def assert_lifecycle(result, alpha: float) -> None:
 @pytest.mark.parametrize(
     ("config", "alpha", "extra"),
     [
-        pytest.param("sft_full_neftune.yaml", 10.0, {"neftune_alpha": 10}, id="sft-full"),
+        pytest.param(
+            "sft_full_neftune.yaml",
+            10.0,
+            {"neftune_alpha": 10},
+            id="sft-full",
+            marks=on_newest("llamafactory"),
+        ),
         pytest.param("sft_lora_neftune.yaml", 5.0, {}, id="sft-lora"),
-        pytest.param("sft_qlora_neftune.yaml", 5.0, {}, id="sft-qlora", marks=transformers_4bit_on_cpu),
+        pytest.param(
+            "sft_qlora_neftune.yaml",
+            5.0,
+            {},
+            id="sft-qlora",
+            marks=[transformers_4bit_on_cpu, on_newest("llamafactory")],
+        ),
         pytest.param(
             "sft_lora_neftune.yaml", 15.0, {"packing": "true", "neftune_alpha": 15}, id="sft-packing"
         ),
@@ -93,6 +106,7 @@ def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model
     assert (mean_l / row_l) ** 0.5 < 1 - 3 * NORM_TOLERANCE, "test data too weakly packed to tell"
 
 
+@on_newest("llamafactory")
 def test_dpo_noises_policy_passes_and_not_reference_passes(tiny_model, tmp_path):
     """DPO with LoRA: the reference model is the policy with its adapter disabled under torch.no_grad()."""
     alpha = 5.0

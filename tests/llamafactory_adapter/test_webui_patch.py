@@ -15,6 +15,7 @@ from neft_plugins.keys import KEY  # noqa: E402
 from support import ROOT  # noqa: E402
 from support.llamafactory_cli import assert_noise_norms, console_script, run  # noqa: E402
 from support.logs import attached_to_llama  # noqa: E402
+from support.matrix import on_newest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,7 @@ FAST_RUN = {
 }
 
 
+@on_newest("llamafactory")
 def test_command_preview_trains_with_our_noise(board, tiny_model, tiny_data, tmp_path):
     """The preview LLaMA Board shows (--key value form) is a working neft-llamafactory command."""
     import shlex

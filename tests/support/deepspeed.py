@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from neft_plugins.versions import TESTED, installed_version
-
 INSTALL_ERROR = "NEFT_DEEPSPEED_INSTALL_ERROR"
 # Torch's AdamW: DeepSpeed's fused Adam needs its CUDA ops, which are not built here (DS_BUILD_OPS=0).
 CPU_OPTIMIZER = {"type": "AdamW", "params": {"lr": "auto", "torch_adam": True}}
@@ -43,22 +41,3 @@ def deepspeed_config(stage: str) -> dict:
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
     }
-
-
-def framework_stages(framework: str) -> list[tuple[str, int]]:
-    """(ZeRO stage, steps) to run through ``framework``'s CLI: ZeRO-3 (4 steps: also the uninterrupted half of the
-    resume pair) on every tested version; ZeRO-2 and ZeRO-3 with offload, which the framework hands to DeepSpeed
-    the same way, on the newest only (each run costs about a minute of CI on 2 cores)."""
-    if installed_version(framework) == TESTED[framework][-1]:
-        return [("2", 2), ("3", 4), ("3-offload", 2)]
-    return [("3", 4)]
-
-
-def on_newest(framework: str) -> pytest.MarkDecorator:
-    """Run only on ``framework``'s newest tested version: the resume through a framework's CLI restores the
-    callback's state the same way on every version, and each extra run costs about a minute of CI on 2 cores."""
-    newest = TESTED[framework][-1]
-    return pytest.mark.skipif(
-        installed_version(framework) != newest,
-        reason=f"run on {framework} {newest} only, to keep CI inside its time (ZeRO-3 itself runs on every version)",
-    )

@@ -9,6 +9,7 @@ import shutil
 import torch
 
 from neft_plugins.stream import STATE_FILE
+from support.matrix import on_newest
 
 STEPS = 4
 CHECKPOINT_STEP = 2
@@ -18,6 +19,7 @@ def neft_logs(logs: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{key: value for key, value in entry.items() if key.startswith("neft/")} for entry in logs]
 
 
+@on_newest("ms-swift")
 def test_a_run_resumed_from_its_checkpoint_gets_the_noise_and_logs_of_an_uninterrupted_one(
     run_cli, swift_args, tmp_path
 ):

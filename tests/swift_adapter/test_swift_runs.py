@@ -11,6 +11,7 @@ import yaml
 from neft_plugins.integrations.swift.callback import PLUGIN_FILE
 from support.distributed import free_port
 from support.logs import ATTACHED, DETACHED_FROM_LLAMA, attached_to_llama
+from support.matrix import on_newest
 from support.noise import (
     assert_near_paper_norm,
     assert_the_builtin_on_padded_rows,
@@ -45,6 +46,7 @@ def test_neft_swift_lora(run_cli, swift_args, hidden_size):
     )
 
 
+@on_newest("ms-swift")
 def test_neft_swift_full_from_a_yaml_config(run_cli, swift_args, tmp_path, hidden_size):
     """A YAML config first, as `swift sft config.yaml` takes it, our key inside."""
     argv = swift_args("full")
@@ -59,6 +61,7 @@ def test_swift_sft_itself_with_the_plugin(run_cli, swift_args, hidden_size):
     check_noise(run_cli(["swift", "sft", *argv], NEFTUNE_ALPHA=str(ALPHA)), hidden_size)
 
 
+@on_newest("ms-swift")
 @pytest.mark.parametrize("route", ["neft-swift", "plugin"])
 def test_alpha_unset_noises_nothing(run_cli, swift_args, route):
     if route == "neft-swift":
@@ -79,6 +82,7 @@ def test_alpha_unset_noises_nothing(run_cli, swift_args, route):
     assert ATTACHED not in run.text and not run.passes()
 
 
+@on_newest("ms-swift")
 def test_the_builtin_key_through_swift_sft_noises_padding_and_scales_by_the_padded_row(run_cli, swift_args):
     """What `swift sft --neftune_noise_alpha 5` (transformers' built-in) gives, measured the same way: the padded
     row's length as L (each sequence's norm is alpha/sqrt(3) * sqrt(L_s / L_row)) and padding noised. The ratios
@@ -93,6 +97,7 @@ def test_the_builtin_key_through_swift_sft_noises_padding_and_scales_by_the_padd
     assert_the_builtin_on_padded_rows(passes, ALPHA)
 
 
+@on_newest("ms-swift")
 def test_two_processes_through_ms_swifts_own_torchrun_launch(run_cli, swift_args, hidden_size):
     """`NPROC_PER_NODE=2 neft-swift sft`: ms-swift's torchrun launch on CPU, each rank with its own noise
     stream (seeded: a per-rank generator), each sequence alpha/sqrt(3), padding 0; the logs rank 0 writes hold
