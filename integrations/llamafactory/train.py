@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, split_argv, split_config
 from neft_plugins.integrations.llamafactory import compat
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
 
-BUILTIN_KEY = "neftune_noise_alpha"  # transformers' built-in NEFTune, which LLaMA-Factory passes through
 TESTED_STAGES = ("sft", "dpo")
 UNSUPPORTED_STAGES = {
     "ppo": "LLaMA-Factory's PPO runs its own loop (TRL's legacy PPOTrainer), not a transformers Trainer, and "
@@ -47,42 +47,6 @@ def load_args(
     return merged
 
 
-def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``--neftune_alpha 15 --stage sft ...`` (the web UI's command preview): our keys, typed as YAML types
-    them, and the other arguments unchanged for LLaMA-Factory's own command-line parser."""
-    import yaml
-
-    ours: dict[str, Any] = {}
-    rest: list[str] = []
-    items = list(argv)
-    index = 0
-    while index < len(items):
-        item = items[index]
-        key, has_value, value = item.removeprefix("--").partition("=")
-        if item.startswith("--") and key in CONFIG_KEYS:
-            if not has_value:
-                if index + 1 >= len(items):
-                    raise NEFTuneConfigError(f"{key}: no value given after --{key}")
-                index += 1
-                value = items[index]
-            ours[key] = yaml.safe_load(value)
-        else:
-            rest.append(item)
-        index += 1
-    return ours, rest
-
-
-def _argv_value(argv: Sequence[str], key: str) -> Any:
-    import yaml
-
-    for index, item in enumerate(argv):
-        if item == f"--{key}" and index + 1 < len(argv):
-            return yaml.safe_load(argv[index + 1])
-        if item.startswith(f"--{key}="):
-            return yaml.safe_load(item.partition("=")[2])
-    return None
-
-
 def prepare_args(args: Mapping[str, Any] | Sequence[str]) -> tuple[NEFTuneConfig, Any]:
     """Split our keys out (validated) and check the rest can be noised by us, before any model loads.
 
@@ -91,24 +55,13 @@ def prepare_args(args: Mapping[str, Any] | Sequence[str]) -> tuple[NEFTuneConfig
     """
     if not isinstance(args, Mapping):
         ours, argv = split_argv(args)
-        checked = {key: _argv_value(argv, key) for key in (BUILTIN_KEY, "stage")}
-        config, _ = prepare_args({**{k: v for k, v in checked.items() if v is not None}, **ours})
+        found = {key: argv_value(argv, key) for key in (BUILTIN_KEY, "stage")}
+        config, _ = prepare_args(
+            {**{key: value for key, value in found.items() if value is not None}, **ours}
+        )
         return config, argv
-    config, rest = NEFTuneConfig.split(args)
-    builtin = rest.get(BUILTIN_KEY)
+    config, rest = split_config(args)
     if not config.enabled:
-        set_keys = [key for key in CONFIG_KEYS if key != "neftune_alpha" and args.get(key) is not None]
-        if set_keys:
-            logger.warning(
-                "neft_plugins: neftune_alpha is unset or 0, so NEFTune is off and %s have no effect",
-                ", ".join(set_keys),
-            )
-        if builtin not in (None, 0):
-            logger.warning(
-                "neft_plugins: %s uses transformers' built-in NEFTune (padded length, padding noised); "
-                "set neftune_alpha instead for neft-plugins' per-sequence NEFTune",
-                BUILTIN_KEY,
-            )
         return config, rest
     stage = rest.get("stage", "sft")
     if stage in UNSUPPORTED_STAGES:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError, check_known_keys
-from neft_plugins.integrations.llamafactory.train import BUILTIN_KEY, _argv_value, prepare_args
+from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, split_command_line
 from neft_plugins.keys import KEYS
 
 CALLBACK_NAME = "neftune"  # --callbacks neftune
@@ -40,7 +40,7 @@ def environment_mapping(environ: Mapping[str, str] | None = None) -> dict[str, A
 
 def check_argv(config: NEFTuneConfig, argv: Sequence[str]) -> None:
     """What ``from_mapping`` cannot see in ms-swift's arguments: its own NEFTune tuner beside ours."""
-    if config.enabled and _argv_value(argv, "tuner_type") == SWIFT_TUNER:
+    if config.enabled and argv_value(argv, "tuner_type") == SWIFT_TUNER:
         raise NEFTuneConflictError(
             f"tuner_type: got {SWIFT_TUNER!r} beside neftune_alpha: {config.neftune_alpha}. ms-swift's NEFTune "
             "tuner is its built-in NEFTune (padded length, padding noised); both would noise the embeddings: "
@@ -53,9 +53,9 @@ def prepare_argv(argv: Sequence[str]) -> tuple[NEFTuneConfig, list[str]]:
     ``--neftune_noise_alpha`` refused beside ours), before any model loads; the rest for ms-swift."""
     # A misspelt --neftune_* flag would reach ms-swift, which refuses it as unknown: name ours instead.
     check_known_keys({item[2:].partition("=")[0]: None for item in argv if item.startswith("--neftune_")})
-    config, rest = prepare_args(list(argv))
+    config, rest = split_command_line(argv)
     check_argv(config, rest)
-    return config, list(rest)
+    return config, rest
 
 
 def config_from_environment(argv: Sequence[str] | None = None) -> NEFTuneConfig:
@@ -64,7 +64,7 @@ def config_from_environment(argv: Sequence[str] | None = None) -> NEFTuneConfig:
     (the plugin would otherwise register a callback nobody asks for, and nothing would be noised)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     mapping = environment_mapping()
-    builtin = _argv_value(argv, BUILTIN_KEY)
+    builtin = argv_value(argv, BUILTIN_KEY)
     config = NEFTuneConfig.from_mapping(
         {**mapping, **({BUILTIN_KEY: builtin} if builtin is not None else {})}
     )

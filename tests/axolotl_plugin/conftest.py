@@ -19,7 +19,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``dataset_prepared_path`` for the session's runs, as users share one between runs: the examples read the
+    same dataset, so Axolotl tokenizes and saves it once per hash of the settings that shape it (saving costs a
+    process that imports torch, about a minute on 2 cores)."""
+    return tmp_path_factory.mktemp("prepared")
+
+
+@pytest.fixture(scope="session")
+def train_example(tiny: dict[str, Path], prepared: Path, tmp_path_factory: pytest.TempPathFactory):
     """``train_example(name, **overrides)`` runs an example config once per session and caches the run.
 
     The plain LoRA example runs as users who try the examples type it: Axolotl's default launcher
@@ -35,7 +43,7 @@ def train_example(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
             folder = tmp_path_factory.mktemp(f"axolotl-{name}")
             as_users_type_it = key == ("lora", ())
             runs[key] = run_axolotl(
-                example_config(name, tiny, folder, **overrides),
+                example_config(name, tiny, folder, dataset_prepared_path=str(prepared), **overrides),
                 folder,
                 launcher=None if as_users_type_it else "python",
                 cwd=REPOSITORY_ROOT if as_users_type_it else None,

@@ -97,6 +97,7 @@ def assert_padding_not_noised(run: AxolotlRun) -> None:
     )
 
 
+@on_newest("axolotl")
 def test_packing_gives_each_packed_sequence_its_own_length(train_example, longest_record):
     """The example as users run it (a packing-capable attention backend: Axolotl drops attention_mask and
     sends position_ids that restart for each packed sequence)."""

@@ -78,11 +78,10 @@ def cpu_yaml(tiny: dict[str, Path], folder: Path, **overrides: Any) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def zero_run(tiny, tmp_path_factory):
+def zero_run(tiny, prepared, tmp_path_factory):
     """``zero_run(resume=False)`` trains once per argument and caches the run. The run saves a checkpoint every 2
     steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
     require_deepspeed()
-    prepared = tmp_path_factory.mktemp("prepared")  # the tokenized dataset, shared by the runs
     runs: dict[bool, ZeroRun] = {}
 
     def run(resume: bool = False) -> ZeroRun:

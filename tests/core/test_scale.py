@@ -23,11 +23,11 @@ from support.versions import transformers_resumes_under_torch_2_13
 HERE = Path(__file__).parent
 
 
+# Unseeded and seeded (neftune_seed 7): the ranks must draw different noise either way.
 @pytest.mark.parametrize(
     ("strategy", "seed", "wrapper"),
     [
         pytest.param("ddp", "none", "DistributedDataParallel", marks=on_newest("transformers")),
-        pytest.param("ddp", "7", "DistributedDataParallel", marks=on_newest("transformers")),
         ("fsdp2", "7", "FSDP"),
     ],
 )

@@ -65,7 +65,11 @@ def assert_lifecycle(result, alpha: float) -> None:
             marks=[transformers_4bit_on_cpu, on_newest("llamafactory")],
         ),
         pytest.param(
-            "sft_lora_neftune.yaml", 15.0, {"packing": "true", "neftune_alpha": 15}, id="sft-packing"
+            "sft_lora_neftune.yaml",
+            15.0,
+            {"packing": "true", "neftune_alpha": 15},
+            id="sft-packing",
+            marks=on_newest("llamafactory"),
         ),
     ],
 )
@@ -79,6 +83,7 @@ def test_example_trains_with_per_sequence_noise(config, alpha, extra, tiny_model
 
 
 @llamafactory_neat_packing
+@on_newest("llamafactory")
 def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model, tmp_path):
     """Neat packing: segment ids become a 4-D block-diagonal float mask [B,1,L,L] (no flash-attention on
     CPU); each packed sequence must still get noise norm alpha/sqrt(3) and padding none."""

@@ -2,11 +2,12 @@
 
 The newest tested version of each framework, and the newest transformers/TRL pair for ``tests/core``, runs the
 whole suite. The older versions run what goes through the parts of the framework that change between releases:
-config loading and refusals, the hook points, the CLI and its launcher, one real training run per route (plain
-and packed), ZeRO-3 for the core. They skip the runs that add a feature on top of a route already run there
-(QLoRA, DPO, full fine-tuning, multimodal, resume, the other ZeRO stages, DeepSpeed through a framework's CLI,
-more ranks): each costs one or two minutes of CI, and what it adds is the same code of ours on the same
-framework path. Each skip names the version where the test runs.
+config loading and refusals, the hook points, the CLI and its launcher, and one real LoRA training run through
+the framework's own command (``tests/core``: every in-process test, ZeRO-3 and FSDP2 on 2 ranks). They skip the
+runs that add a feature on top of that route (packing, QLoRA, DPO, full fine-tuning, multimodal, resume, the
+other ZeRO stages, DeepSpeed through a framework's CLI, more ranks): each costs one or two minutes of CI on 2
+cores, and what it adds is our same code behind the framework's same hook. Each skip names the version where
+the test runs.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ def test_neft_swift_full_from_a_yaml_config(run_cli, swift_args, tmp_path, hidde
     check_noise(run_cli(["neft-swift", "sft", str(path)]), hidden_size)
 
 
+@on_newest("ms-swift")
 def test_swift_sft_itself_with_the_plugin(run_cli, swift_args, hidden_size):
     argv = [*swift_args("lora"), "--external_plugins", str(PLUGIN_FILE), "--callbacks", "neftune"]
     check_noise(run_cli(["swift", "sft", *argv], NEFTUNE_ALPHA=str(ALPHA)), hidden_size)
