@@ -8,9 +8,11 @@ integrations too, or Axolotl logs "Failed to load plugin" and trains on without 
 from __future__ import annotations
 
 from support.logs import ATTACHED
+from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 
 
+@on_newest("axolotl")
 def test_axolotl_train_from_the_repository_root_noises_the_embeddings(train_example):
     run = train_example("lora")  # the default launcher, with the repository root as working directory
     assert run.returncode == 0, run.describe()

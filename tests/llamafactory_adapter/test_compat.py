@@ -8,6 +8,7 @@ import pytest
 
 from neft_plugins.integrations.llamafactory import compat
 from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError
+from neft_plugins.versions import TESTED
 
 
 def test_installed_version_is_tested_and_hook_points_exist():
@@ -26,7 +27,7 @@ def untested(monkeypatch, caplog):
 
 def test_untested_version_warns(untested):
     compat.train_entry()
-    assert "llamafactory 0.10.0 is untested (tested: 0.9.3, 0.9.4, 0.9.5)" in untested.text
+    assert f"llamafactory 0.10.0 is untested (tested: {', '.join(TESTED['llamafactory'])})" in untested.text
 
 
 def test_run_exp_without_callbacks_fails_clearly(untested, monkeypatch):
@@ -39,7 +40,7 @@ def test_run_exp_without_callbacks_fails_clearly(untested, monkeypatch):
     assert message.startswith(
         "llamafactory 0.10.0: llamafactory.train.tuner.run_exp(args=None) does not take"
     )
-    assert "tested with llamafactory 0.9.3, 0.9.4, 0.9.5" in message
+    assert f"tested with llamafactory {', '.join(TESTED['llamafactory'])}" in message
     assert "pip install 'llamafactory==0.9.5'" in message
 
 

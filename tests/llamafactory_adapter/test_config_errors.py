@@ -9,6 +9,7 @@ import pytest
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.integrations.llamafactory.train import load_args, prepare_args
+from neft_plugins.versions import TESTED
 from support import ROOT
 from support.llamafactory_cli import EXAMPLES, console_script, run, tiny_overrides
 from support.logs import double_noise_error
@@ -114,4 +115,4 @@ def test_cli_version_names_the_tested_llamafactory():
     result = run([console_script("neft-llamafactory"), "version"], cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.text
     installed = metadata.version("llamafactory")
-    assert f"llamafactory {installed} (tested: 0.9.3, 0.9.4, 0.9.5)" in result.stdout
+    assert f"llamafactory {installed} (tested: {', '.join(TESTED['llamafactory'])})" in result.stdout
