@@ -42,8 +42,7 @@ def split_command_line(argv: Sequence[str]) -> tuple[NEFTuneConfig, list[str]]:
     """``split_config`` for ``--key value`` items: our config, checked against the built-in key among them, and
     the other items unchanged."""
     ours, rest = split_argv(argv)
-    builtin = argv_value(rest, BUILTIN_KEY)
-    config, _ = split_config({**({BUILTIN_KEY: builtin} if builtin is not None else {}), **ours})
+    config, _ = split_config({**argv_values(rest, BUILTIN_KEY), **ours})
     return config, rest
 
 
@@ -82,3 +81,9 @@ def argv_value(argv: Sequence[str], key: str) -> Any:
         if item.startswith(f"--{key}="):
             return yaml.safe_load(item.partition("=")[2])
     return None
+
+
+def argv_values(argv: Sequence[str], *keys: str) -> dict[str, Any]:
+    """``argv_value`` of each of ``keys`` that ``argv`` holds, by key."""
+    found = {key: argv_value(argv, key) for key in keys}
+    return {key: value for key, value in found.items() if value is not None}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError
-from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, split_argv, split_config
+from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_values, split_argv, split_config
 from neft_plugins.integrations.llamafactory import compat
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")
@@ -55,10 +55,7 @@ def prepare_args(args: Mapping[str, Any] | Sequence[str]) -> tuple[NEFTuneConfig
     """
     if not isinstance(args, Mapping):
         ours, argv = split_argv(args)
-        found = {key: argv_value(argv, key) for key in (BUILTIN_KEY, "stage")}
-        config, _ = prepare_args(
-            {**{key: value for key, value in found.items() if value is not None}, **ours}
-        )
+        config, _ = prepare_args({**argv_values(argv, BUILTIN_KEY, "stage"), **ours})
         return config, argv
     config, rest = split_config(args)
     if not config.enabled:

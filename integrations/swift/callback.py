@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError, check_known_keys
-from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, split_command_line
+from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, argv_values, split_command_line
 from neft_plugins.keys import KEYS
 
 CALLBACK_NAME = "neftune"  # --callbacks neftune
@@ -64,10 +64,7 @@ def config_from_environment(argv: Sequence[str] | None = None) -> NEFTuneConfig:
     (the plugin would otherwise register a callback nobody asks for, and nothing would be noised)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     mapping = environment_mapping()
-    builtin = argv_value(argv, BUILTIN_KEY)
-    config = NEFTuneConfig.from_mapping(
-        {**mapping, **({BUILTIN_KEY: builtin} if builtin is not None else {})}
-    )
+    config = NEFTuneConfig.from_mapping({**mapping, **argv_values(argv, BUILTIN_KEY)})
     check_argv(config, argv)
     if config.enabled and CALLBACK_NAME not in callbacks_of(argv):
         raise NEFTuneConfigError(
