@@ -165,6 +165,10 @@ class NEFTuneHandle:
         )
         self._block_transposed = False  # learnt from the first non-square batch
         self._warned_nothing_noised = False
+        self._step_set = False  # a decaying schedule needs set_step(); a hand-written loop may not call it
+        self._warned_no_step = False
+        self._eval_mode_pass = False  # the call in progress ran the embeddings in eval mode with autograd on
+        self._warned_eval_mode = False
         self._hooks = [
             *self.calls.register(model),
             *(module.register_forward_hook(self._embedding_hook) for module in dict.fromkeys(watched)),
@@ -198,7 +202,9 @@ class NEFTuneHandle:
         self._plan, self._noise, self._learning = None, None, None
         self.noise.close()
         _attached.pop(self.embeddings, None)
-        logger.warning("neft_plugins: detached NEFTune from %s", self.noise_site)
+        logger.warning(
+            "neft_plugins: detached NEFTune from %s: %s", self.noise_site, self.noise.stats.summary()
+        )
 
     @property
     def alpha(self) -> float:
@@ -209,6 +215,7 @@ class NEFTuneHandle:
         """Move the alpha schedule to optimizer step ``step`` of ``total_steps``; returns the alpha in force."""
         for replays in self._replays.values():
             replays.clear()  # the last step's backward passes are done
+        self._step_set = True
         self.noise.alpha = float(self._schedule(self.config.neftune_alpha, step, total_steps))
         self._noising = self.alpha > 0
         return self.alpha
@@ -253,9 +260,13 @@ class NEFTuneHandle:
     def _start_call(self) -> None:
         self._plan, self._noise = None, None
         self._noised_blocks.clear()
+        self._eval_mode_pass = False
 
     def _end_call(self, module: nn.Module, output: Any) -> None:
         plan, noise = self._plan, self._noise
+        if self._eval_mode_pass and self._noising and not self._warned_eval_mode:
+            # Said only if a backward pass runs through it: evaluation without no_grad() is no training pass.
+            _on_backward(output, lambda: self._warn_eval_mode(type(module).__name__))
         self._start_call()
         if plan is not None and noise is None and output is not None:
             raise NEFTuneInputError(
@@ -297,11 +308,36 @@ class NEFTuneHandle:
 
     # --- the hooks -----------------------------------------------------------------------------------------
 
+    def _warn_eval_mode(self, model_name: str) -> None:
+        if self._warned_eval_mode:
+            return
+        self._warned_eval_mode = True
+        logger.warning(
+            "neft_plugins: a backward pass ran through a forward pass of %s made in eval mode, so NEFTune added "
+            "no noise to it: NEFTune noises training passes only (the model in training mode and autograd on). "
+            "from_pretrained() returns a model in eval mode: call model.train() before training.",
+            model_name,
+        )
+
+    def _warn_no_step(self) -> None:
+        self._warned_no_step = True
+        logger.warning(
+            "neft_plugins: neftune_schedule %r changes alpha over the optimizer steps, but set_step(step, "
+            "total_steps) was not called before this training pass, so alpha is %s. Call handle.set_step(step, "
+            "total_steps) at each optimizer step (NEFTuneCallback does it in a Trainer).",
+            self.config.neftune_schedule,
+            self.alpha,
+        )
+
     def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
         if not (module.training and torch.is_grad_enabled()) or self.calls.in_decoder():
+            if torch.is_grad_enabled() and not module.training and not torch.compiler.is_compiling():
+                self._eval_mode_pass = True
             return None  # not a training pass, or the decoder's teacher-forced input: not the instruction
         if not torch.compiler.is_compiling():
             self.calls.embedding_runs += 1
+            if self.config.neftune_schedule != "constant" and not (self._step_set or self._warned_no_step):
+                self._warn_no_step()
         if not self._noising:
             return None
         if not isinstance(output, torch.Tensor) or output.dim() != 3:
@@ -496,6 +532,16 @@ class NEFTuneHandle:
         if rows != length and hidden.dim() == 3:
             self._block_transposed = tuple(hidden.shape[:2]) == (length, rows)
         return self._block_transposed
+
+
+def _on_backward(output: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when a backward pass runs through a tensor of ``output`` (the loss, the logits...)."""
+    values = (
+        output.values() if isinstance(output, Mapping) else output if isinstance(output, tuple) else [output]
+    )
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            value.register_hook(lambda grad: callback())
 
 
 def _hidden_key(args: tuple, kwargs: dict[str, Any]) -> InputKey | None:

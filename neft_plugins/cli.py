@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from neft_plugins import __version__
 from neft_plugins.config import NEFTuneConfig
 from neft_plugins.errors import NEFTuneError
 from neft_plugins.keys import KEYS, usage_lines
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return report_main(argv[1:])
     parser = argparse.ArgumentParser(prog="neft", description="NEFTune, done right.")
+    parser.add_argument("--version", action="version", version=f"neft-plugins {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="fine-tune a real small model with and without NEFTune and compare")
     commands.add_parser("report", help="compare two sets of generations with the paper's measures")
@@ -70,7 +72,7 @@ def _check(path: Path) -> int:
         print(f"{path}: {problem}", file=sys.stderr)
     if any(problems):
         return 2
-    print(json.dumps(config.as_dict(), indent=2))
+    print(f"{path}: ok\n{json.dumps(config.as_dict(), indent=2)}")
     return 0
 
 

@@ -27,6 +27,13 @@ class NEFTuneConfig:
     neftune_seed: int | None = None
     neftune_clean_loss: bool = False
 
+    def __new__(cls, *args: Any, **keys: Any) -> NEFTuneConfig:
+        # A misspelt keyword is refused as in a YAML file, with the nearest valid key (not a bare TypeError).
+        for key in keys:
+            if key not in CONFIG_KEYS:
+                raise unknown_key_error(key)
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         from neft_plugins.plugins import distributions, schedules
 
@@ -87,13 +94,17 @@ def check_known_keys(mapping: Mapping[str, Any]) -> None:
     """A ``neftune_*`` key that is neither ours nor a framework's is a typo: refuse it, with a suggestion."""
     for key in mapping:
         if isinstance(key, str) and key.startswith("neftune_") and key not in (*CONFIG_KEYS, *BUILTIN_KEYS):
-            # Compared without the shared prefix, which would make every key look close.
-            names = [known.removeprefix("neftune_") for known in CONFIG_KEYS]
-            close = difflib.get_close_matches(key.removeprefix("neftune_"), names, n=1)
-            suggestion = f"did you mean neftune_{close[0]}? " if close else ""
-            raise NEFTuneConfigError(
-                f"{key}: unknown key; {suggestion}neft-plugins' keys are {', '.join(CONFIG_KEYS)}"
-            )
+            raise unknown_key_error(key)
+
+
+def unknown_key_error(key: str) -> NEFTuneConfigError:
+    # Compared without the shared prefix, which would make every key look close.
+    names = [known.removeprefix("neftune_") for known in CONFIG_KEYS]
+    close = difflib.get_close_matches(key.removeprefix("neftune_"), names, n=1)
+    suggestion = f"did you mean neftune_{close[0]}? " if close else ""
+    return NEFTuneConfigError(
+        f"{key}: unknown key; {suggestion}neft-plugins' keys are {', '.join(CONFIG_KEYS)}"
+    )
 
 
 def check_no_double_noise(mapping: Mapping[str, Any]) -> None:

@@ -57,8 +57,9 @@ _DESCRIPTIONS: dict[
     ),
     "neftune_schedule": (
         "NEFTune schedule",
-        "How alpha changes over the optimizer steps: 'constant', or a decay reaching 0 at the last step "
-        "('linear', 'cosine'), or a plugin's.",
+        "How alpha changes over the optimizer steps: 'constant'; 'linear' or 'cosine', which decay from alpha at "
+        "the first of T steps toward 0 after the last (step k gets alpha*(1-k/T), or alpha*(1+cos(pi*k/T))/2); "
+        "or a plugin's.",
         "'constant', 'linear', 'cosine', or a plugin's name",
         _schedules,
         None,

@@ -12,6 +12,8 @@ class NoiseStats:
 
     def __init__(self) -> None:
         self._reset()
+        # Everything read so far, for the attachment's summary: passes, noise norm sum, sequences, tokens.
+        self._read = [0.0] * 4
 
     def _reset(self) -> None:
         self.records = 0
@@ -34,6 +36,10 @@ class NoiseStats:
     def read_and_reset(self, alpha: float) -> dict[str, float]:
         """``neft/*`` log entries: means over the sequences noised since the last read."""
         noise_sum, embed_sum, sequences, tokens = [0.0] * 4 if self._totals is None else self._totals.tolist()
+        self._read = [
+            total + new
+            for total, new in zip(self._read, (self.records, noise_sum, sequences, tokens), strict=True)
+        ]
         logs = {"neft/alpha": float(alpha), "neft/tokens_noised": tokens}
         if sequences:
             logs["neft/noise_norm"] = noise_sum / sequences
@@ -43,3 +49,13 @@ class NoiseStats:
                 logs["neft/noise_to_embed"] = logs["neft/noise_norm"] / logs["neft/embed_norm"]
         self._reset()
         return logs
+
+    def summary(self) -> str:
+        """What the attachment applied in all (one host sync): passes, tokens, sequences, mean noise norm."""
+        self.read_and_reset(0.0)
+        passes, noise_sum, sequences, tokens = self._read
+        if not passes:
+            return "no training pass got noise"
+        mean = f", mean noise norm {noise_sum / sequences:.4g} per sequence" if sequences else ""
+        plural = "" if passes == 1 else "es"
+        return f"{int(passes)} training pass{plural}, {int(tokens)} tokens noised in {int(sequences)} sequences{mean}"

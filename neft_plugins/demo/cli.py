@@ -242,16 +242,14 @@ def _run_demo(args: argparse.Namespace) -> int:
         "definitions": measures.DEFINITIONS,
     }
     report.write_json(out / "report.json", payload)
-    plots = [
-        report.plot_noise(probe, out / "noise_per_sequence.png"),
-        report.plot_differences(diffs, out / "differences.png", f"{arm_b.name} minus {arm_a.name}"),
-        report.plot_training(
-            {arm_a.name: a.log_history, arm_b.name: b.log_history}, out / "training_loss.png"
-        ),
-        report.plot_lengths(
-            a.generations["heldout"], b.generations["heldout"], ("A", "B"), out / "answer_lengths.png"
-        ),
-    ]
+    plots = report.demo_plots(
+        out,
+        probe,
+        diffs,
+        (arm_a.name, arm_b.name),
+        (a.log_history, b.log_history),
+        (a.generations["heldout"], b.generations["heldout"]),
+    )
     md = report.demo_markdown(payload, diffs, arm_a.name, arm_b.name, plots)
     (out / "report.md").write_text(md, encoding="utf-8")
 

@@ -107,16 +107,33 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    """Write `fig` with nothing clipped: its own layout engine (the demo's figures are constrained) or
+    tight_layout, and a bounding box grown to every artist, legends outside the axes included."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     pyplot().close(fig)
     return path
 
 
-def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Path:
+def _legend_beside(ax: Any, **kwargs: Any) -> Any:
+    """The axes' legend to the right of it, off the data (none if nothing is labelled)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return None
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def _legend_below(ax: Any, **kwargs: Any) -> Any:
+    """The axes' legend under its x label, off the data (none if nothing is labelled)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return None
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), borderaxespad=0.0, **kwargs)
+
+
+def differences_figure(diffs: Sequence[Difference], title: str) -> Any:
     """Each difference relative to A's value, with its interval, so unlike units share one axis."""
     usable = [d for d in diffs if not any(math.isnan(x) for x in (d.a, d.low, d.high)) and d.a != 0]
-    fig, ax = pyplot().subplots(figsize=(8, 0.5 * len(usable) + 1.5))
+    fig, ax = pyplot().subplots(figsize=(8, 0.5 * len(usable) + 1.5), layout="constrained")
     for i, d in enumerate(usable):
         scale = 100.0 / abs(d.a)
         ax.errorbar(
@@ -131,26 +148,38 @@ def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Pat
     ax.set_yticks(range(len(usable)), [d.name for d in usable])
     ax.set_xlabel("B - A, % of A (95% paired-bootstrap interval; red: excludes 0)")
     ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_noise(probe: dict, path: Path) -> Path:
+def plot_differences(diffs: Sequence[Difference], path: Path, title: str) -> Path:
+    return save_figure(differences_figure(diffs, title), path)
+
+
+def noise_figure(probe: dict) -> Any:
+    """One panel per batch layout: each sequence's noise norm over the paper's, ours and the built-in; the
+    legend under the panels."""
     layouts = probe["layouts"]
-    fig, axes = pyplot().subplots(1, len(layouts), figsize=(4.2 * len(layouts), 3.6), sharey=True)
+    fig, axes = pyplot().subplots(
+        1, len(layouts), figsize=(4.2 * len(layouts), 3.8), sharey=True, squeeze=False, layout="constrained"
+    )
+    axes = axes[0]
     for ax, row in zip(axes, layouts, strict=False):
         lengths = row["lengths"]
         for impl, marker, color in (("ours", "o", "tab:blue"), ("built-in", "x", "tab:orange")):
             ratios = [v / probe["target"] for v in row[impl]["per_sequence"]]
             ax.scatter(lengths, ratios, marker=marker, color=color, label=impl)
-        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.axhline(1.0, color="black", lw=0.8, ls="--", label="1.0 = the paper's alpha / sqrt 3")
         ax.set_title(f"{row['layout']} (row length {row['row_length']})", fontsize=9)
         ax.set_xlabel("sequence length (tokens)")
     axes[0].set_ylabel("noise norm / (alpha / sqrt 3)")
-    axes[0].legend()
-    fig.suptitle(
-        f"Noise each sequence received, alpha={probe['alpha']:g} (1.0 = the paper's per-sequence norm)"
-    )
-    return save_figure(fig, path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    fig.suptitle(f"Noise each sequence received, alpha={probe['alpha']:g}", fontsize=11)
+    return fig
+
+
+def plot_noise(probe: dict, path: Path) -> Path:
+    return save_figure(noise_figure(probe), path)
 
 
 # What a training log carries, and how the report names it: the Trainer's logged loss, a mean over every
@@ -161,7 +190,8 @@ TRAINING_LOSSES = {
     "neft/noised_loss": "neft/noised_loss (noise on)",
     "neft/clean_loss": "neft/clean_loss (noise off)",
 }
-LINE_STYLES = {"loss": "-", "neft/noised_loss": ":", "neft/clean_loss": "--"}
+# Measured on the last step's micro-batches only: drawn on their own panel, never beside the window mean.
+STEP_LOSSES = {"neft/noised_loss": "-", "neft/clean_loss": "--"}
 
 
 def training_loss_series(history: list[dict], key: str) -> list[tuple[int, float]]:
@@ -183,24 +213,61 @@ def training_loss_table(logs: dict[str, list[dict]]) -> str:
     return markdown_table(header, rows)
 
 
+def training_figure(logs: dict[str, list[dict]]) -> Any:
+    """Each arm's logged training loss (`loss`, a mean over the steps since the previous log) on the left
+    panel; where an arm logs ``neft/noised_loss`` and ``neft/clean_loss`` (one step's micro-batches, noise on
+    and off) they get a right panel of their own, as the two must not be compared. An arm keeps its colour
+    in both panels; each legend sits under its panel."""
+    paired = any(key in h for history in logs.values() for h in history for key in STEP_LOSSES)
+    fig, axes = pyplot().subplots(
+        1, 2 if paired else 1, figsize=(11, 4.4) if paired else (6, 4.2), squeeze=False, layout="constrained"
+    )
+    window_ax = axes[0][0]
+    for i, (name, history) in enumerate(logs.items()):
+        points = training_loss_series(history, "loss")
+        if points:
+            window_ax.plot(*zip(*points, strict=False), color=f"C{i}", marker=".", label=name)
+    window_ax.set_title(
+        "Training loss as logged (loss): the mean over every step\nsince the previous log (noise on in a "
+        "NEFTune arm)",
+        fontsize=9,
+    )
+    for ax in axes[0]:
+        ax.xaxis.get_major_locator().set_params(integer=True)  # optimizer steps
+    window_ax.set_xlabel("step")
+    window_ax.set_ylabel("loss, mean since the last log")
+    _legend_below(window_ax, fontsize="small")
+    if paired:
+        step_ax = axes[0][1]
+        for i, (name, history) in enumerate(logs.items()):
+            for key, style in STEP_LOSSES.items():
+                points = training_loss_series(history, key)
+                if points:
+                    label = f"{name}, {TRAINING_LOSSES[key]}"
+                    step_ax.plot(
+                        *zip(*points, strict=False), color=f"C{i}", ls=style, marker=".", label=label
+                    )
+        step_ax.set_title(
+            "Last step before each log: the same micro-batches with the\nnoise on and off "
+            "(neft/noised_loss vs neft/clean_loss)",
+            fontsize=9,
+        )
+        step_ax.set_xlabel("step")
+        step_ax.set_ylabel("loss of that step's micro-batches")
+        _legend_below(step_ax, fontsize="small")
+        fig.suptitle(
+            "Compare lines within a panel: the panels cover different batches (a window vs one step)",
+            fontsize=10,
+        )
+    return fig
+
+
 def plot_training(logs: dict[str, list[dict]], path: Path) -> Path:
-    """Each arm's logged training loss; where an arm logs ``neft/noised_loss`` and ``neft/clean_loss``, a
-    dotted and a dashed line of them beside."""
-    fig, ax = pyplot().subplots(figsize=(6, 3.6))
-    for name, history in logs.items():
-        for key, style in LINE_STYLES.items():
-            points = training_loss_series(history, key)
-            if points:
-                label = name if key == "loss" else f"{name}, {TRAINING_LOSSES[key]}"
-                ax.plot(*zip(*points, strict=False), ls=style, marker=".", label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (dotted/dashed: last step, noise on/off)")
-    ax.legend(fontsize="small")
-    return save_figure(fig, path)
+    return save_figure(training_figure(logs), path)
 
 
-def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], path: Path) -> Path:
-    fig, ax = pyplot().subplots(figsize=(6, 3.6))
+def lengths_figure(a: Sequence[str], b: Sequence[str], names: tuple[str, str]) -> Any:
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.6), layout="constrained")
     la = [len(t.split()) for t in a]
     lb = [len(t.split()) for t in b]
     top = max([*la, *lb, 1])
@@ -208,8 +275,54 @@ def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], pat
     ax.hist([la, lb], bins=bins, label=list(names))
     ax.set_xlabel("answer length (whitespace tokens), held-out instructions")
     ax.set_ylabel("answers")
-    ax.legend()
-    return save_figure(fig, path)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title("Length of each answer to a held-out instruction", fontsize=10)
+    _legend_beside(ax, fontsize="small")
+    return fig
+
+
+def plot_lengths(a: Sequence[str], b: Sequence[str], names: tuple[str, str], path: Path) -> Path:
+    return save_figure(lengths_figure(a, b, names), path)
+
+
+def demo_plots(
+    out: Path,
+    probe: dict,
+    diffs: Sequence[Difference],
+    names: tuple[str, str],
+    logs: tuple[list[dict], list[dict]],
+    heldout: tuple[Sequence[str], Sequence[str]],
+) -> list[Path]:
+    """The PNGs of ``neft demo``, in report order: `names`, `logs` (log histories) and `heldout` (held-out
+    answers) are arm A's and arm B's."""
+    name_a, name_b = names
+    return [
+        plot_noise(probe, out / "noise_per_sequence.png"),
+        plot_differences(diffs, out / "differences.png", f"{name_b} minus {name_a}"),
+        plot_training({name_a: logs[0], name_b: logs[1]}, out / "training_loss.png"),
+        plot_lengths(heldout[0], heldout[1], ("A", "B"), out / "answer_lengths.png"),
+    ]
+
+
+def redraw_demo_plots(directory: Path) -> list[Path]:
+    """Draw a finished ``neft demo`` report's PNGs again from its report.json and generations_*.json, in
+    place, without training: ``python -c "from pathlib import Path; from neft_plugins.demo.report import
+    redraw_demo_plots as r; r(Path('benchmarks/results/demo-run'))"``."""
+    directory = Path(directory)
+    payload = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+    fields = Difference.__dataclass_fields__
+    diffs = [Difference(**{k: v for k, v in d.items() if k in fields}) for d in payload["differences"]]
+    generations = [
+        json.loads((directory / f"generations_{arm}.json").read_text(encoding="utf-8")) for arm in "AB"
+    ]
+    return demo_plots(
+        directory,
+        payload["noise_probe"],
+        diffs,
+        (payload["arms"]["A"]["arm"]["name"], payload["arms"]["B"]["arm"]["name"]),
+        (payload["log_history"]["A"], payload["log_history"]["B"]),
+        tuple([x["output"] for x in g["heldout"]] for g in generations),
+    )
 
 
 def definitions_markdown(prefix: int) -> str:

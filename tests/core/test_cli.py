@@ -1,6 +1,9 @@
 import subprocess
 import sys
 
+import pytest
+
+import neft_plugins
 from neft_plugins.cli import AXOLOTL_PLUGIN, main
 from support.logs import double_noise_error
 
@@ -20,7 +23,15 @@ def test_check_accepts_a_good_config_and_names_the_bad_key(tmp_path, capsys):
     # Several configs: each is checked, and one bad one fails the command.
     assert main(["check", str(bad), str(good)]) == 2
     captured = capsys.readouterr()
-    assert f"{bad}: neftune_distribution" in captured.err and '"neftune_schedule": "cosine"' in captured.out
+    assert f"{bad}: neftune_distribution" in captured.err
+    assert f"{good}: ok\n{{" in captured.out and '"neftune_schedule": "cosine"' in captured.out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"neft-plugins {neft_plugins.__version__}"
 
 
 def test_console_script_lists_the_builtin_plugins():

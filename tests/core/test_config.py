@@ -89,3 +89,17 @@ def test_one_error_family():
     assert len(kinds) >= 7 and all(issubclass(kind, errors.NEFTuneError) for kind in kinds)
     assert issubclass(errors.NEFTuneConflictError, errors.NEFTuneConfigError)
     assert issubclass(errors.NEFTuneConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "suggested"),
+    [("neftune_alpah", "neftune_alpha"), ("alpha", "neftune_alpha"), ("neftune_sead", "neftune_seed")],
+)
+def test_a_misspelt_keyword_in_the_python_api_names_the_nearest_key(keyword, suggested):
+    from neft_plugins import NEFTuneCallback, attach
+    from support.tiny import make_llama
+
+    model = make_llama()
+    for build in (NEFTuneConfig, NEFTuneCallback, lambda **keys: attach(model, **keys)):
+        with pytest.raises(NEFTuneConfigError, match=f"^{keyword}: unknown key; did you mean {suggested}\\?"):
+            build(**{keyword: 5})

@@ -1,6 +1,10 @@
 """Wherever NEFTune cannot do its job on a training step, it says so, once."""
 
+import contextlib
 import logging
+import math
+import re
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -8,7 +12,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from neft_plugins import NEFTuneCallback, NEFTuneConfigError, attach
+from neft_plugins import NEFTuneCallback, NEFTuneConfigError, NEFTuneHandle, attach, neftune
 from support.tiny import (
     make_llama,
     make_lora,
@@ -172,3 +176,131 @@ def test_clean_loss_is_refused_where_the_loss_is_not_a_language_model_loss(tmp_p
 def test_clean_loss_must_be_a_boolean():
     with pytest.raises(NEFTuneConfigError, match="neftune_clean_loss: got 'yes'; expected true or false"):
         NEFTuneCallback(neftune_alpha=5, neftune_clean_loss="yes")
+
+
+EVAL_MODE = "made in eval mode, so NEFTune added no noise to it"
+NO_STEP = "but set_step(step, total_steps) was not called"
+
+
+def batch() -> dict[str, torch.Tensor]:
+    ids = torch.randint(4, 60, (2, 8))
+    return {"input_ids": ids, "labels": ids}
+
+
+@contextlib.contextmanager
+def attached_by(route: str, model: torch.nn.Module, **keys) -> Iterator[NEFTuneHandle]:
+    """NEFTune as a hand-written loop holds it: ``with neftune(...)``, or ``attach()`` and a ``detach()``."""
+    if route == "neftune":
+        with neftune(model, **keys) as handle:
+            yield handle
+        return
+    handle = attach(model, **keys)
+    try:
+        yield handle
+    finally:
+        handle.detach()
+
+
+@pytest.mark.parametrize("route", ["neftune", "attach"])
+def test_a_loop_left_in_eval_mode_says_so_once(route, caplog):
+    """from_pretrained() leaves a model in eval mode: the loop's backward passes say that nothing was noised,
+    and why; once model.train() is called the same loop is noised."""
+    model = make_llama().eval()
+    with (
+        caplog.at_level(logging.WARNING, logger="neft_plugins"),
+        attached_by(route, model, neftune_alpha=5) as h,
+    ):
+        for _ in range(3):
+            model(**batch()).loss.backward()
+        in_eval_mode = h.read_logs()
+        model.train()
+        model(**batch()).loss.backward()
+        in_training_mode = h.read_logs()
+    assert warnings_in(caplog, EVAL_MODE) == 1
+    assert "call model.train()" in caplog.text
+    assert in_eval_mode["neft/tokens_noised"] == 0
+    assert in_training_mode["neft/tokens_noised"] == 16
+
+
+def test_a_backward_through_the_logits_of_an_eval_mode_pass_says_so(caplog):
+    """A loop that computes its own loss from the logits (no labels) is told too."""
+    model = make_llama().eval()
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"), neftune(model, neftune_alpha=5):
+        model(input_ids=batch()["input_ids"]).logits.logsumexp(-1).mean().backward()
+    assert warnings_in(caplog, EVAL_MODE) == 1
+
+
+def test_evaluation_generation_and_reference_passes_stay_silent_and_clean(caplog):
+    """Evaluation under no_grad(), evaluation in eval mode with autograd on but no backward, generate() and a
+    no_grad() reference pass in training mode: no warning, outputs bit-identical to the model without NEFTune."""
+    model = make_llama()
+    inputs = batch()
+    prompt = inputs["input_ids"][:1, :4]
+
+    def outputs() -> list[torch.Tensor]:
+        model.eval()
+        with torch.no_grad():
+            evaluated = model(**inputs).logits
+        without_no_grad = model(**inputs).logits.detach()
+        generated = model.generate(prompt, max_new_tokens=5, do_sample=False)
+        model.train()
+        with torch.no_grad():
+            reference = model(**inputs).logits
+        return [evaluated, without_no_grad, generated, reference]
+
+    clean = outputs()
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"), neftune(model, neftune_alpha=15) as handle:
+        with_neftune = outputs()
+        logs = handle.read_logs()
+    assert all(torch.equal(a, b) for a, b in zip(clean, with_neftune, strict=True))
+    assert logs["neft/tokens_noised"] == 0
+    assert warnings_in(caplog, EVAL_MODE) == 0 and warnings_in(caplog, NOTHING_NOISED) == 0
+
+
+@pytest.mark.parametrize("route", ["neftune", "attach"])
+def test_a_decaying_schedule_without_set_step_says_so_once(route, caplog):
+    model = make_llama().train()
+    keys = {"neftune_alpha": 5, "neftune_schedule": "linear"}
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"), attached_by(route, model, **keys):
+        model(**batch()).loss.backward()
+        model(**batch()).loss.backward()
+    assert warnings_in(caplog, NO_STEP) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="neft_plugins"), attached_by(route, model, **keys) as handle:
+        for step in range(2):
+            handle.set_step(step, 2)
+            model(**batch()).loss.backward()
+    assert warnings_in(caplog, NO_STEP) == 0
+
+
+def test_the_detach_line_says_what_the_model_received(caplog):
+    """The detach line sums up the attachment: passes, tokens noised, sequences, and the mean noise norm per
+    sequence, which is alpha/sqrt(3) within the uniform spread."""
+    model = make_llama(hidden_size=256).train()
+    with (
+        caplog.at_level(logging.WARNING, logger="neft_plugins"),
+        neftune(model, neftune_alpha=6, neftune_seed=0),
+    ):
+        for _ in range(10):
+            ids = torch.randint(4, 60, (4, 16))
+            model(input_ids=ids, labels=ids).loss.backward()
+    line = next(r.getMessage() for r in caplog.records if "detached NEFTune" in r.getMessage())
+    summary = re.search(
+        r": 10 training passes, 640 tokens noised in 40 sequences, mean noise norm ([\d.]+)", line
+    )
+    assert summary, line
+    assert float(summary.group(1)) == pytest.approx(6 / math.sqrt(3), rel=0.02)
+
+
+def test_a_detach_with_no_training_pass_says_so(caplog):
+    model = make_llama()
+    with (
+        caplog.at_level(logging.WARNING, logger="neft_plugins"),
+        neftune(model, neftune_alpha=5),
+        torch.no_grad(),
+    ):
+        model(**batch())
+    assert (
+        "detached NEFTune from the input of LlamaForCausalLM.model.layers.0: no training pass got noise"
+        in (caplog.text)
+    )

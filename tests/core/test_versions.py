@@ -107,7 +107,7 @@ def test_an_untested_version_warns_once_naming_the_tested_range(monkeypatch, cap
     NEFTuneCallback(neftune_alpha=ALPHA)
     warnings = [record.getMessage() for record in caplog.records if "untested" in record.getMessage()]
     assert warnings == [
-        "neft_plugins: transformers 99.0 is untested (tested: transformers 4.46.3 to 5.24.0); every hook point "
+        "neft_plugins: transformers 99.0 is untested (tested: transformers 4.46.3 to 5.25.0); every hook point "
         "it uses was found, so it runs",
         "neft_plugins: trl 99.0 is untested (tested: trl 0.16.1 to 1.16.0); every hook point it uses was found, "
         "so it runs",
@@ -126,7 +126,7 @@ def test_a_missing_hook_point_stops_before_training_naming_it(monkeypatch):
 
 def test_the_readme_compatibility_table_is_the_tested_versions_table():
     """README rows name exactly the versions in neft_plugins.versions.TESTED as tested (the nox matrix and the
-    LLaMA-Factory check read the table itself)."""
+    LLaMA-Factory check read the table itself). A framework's rows: its named row and the ``| |`` rows below."""
     import re
     from pathlib import Path
 
@@ -134,14 +134,50 @@ def test_the_readme_compatibility_table_is_the_tested_versions_table():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme[readme.index("## Compatibility") :]
-    tested_rows = [row for row in table.splitlines() if row.startswith("|") and "| tested |" in row]
-    pairs = {tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) for row in tested_rows if " + " in row}
+    tested: dict[str, list[str]] = {}
+    framework = ""
+    for row in (
+        row for row in table.splitlines() if row.startswith("| ") and not row.startswith("| framework")
+    ):
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        framework = cells[0] or framework
+        if cells[2] == "tested":
+            tested.setdefault(framework, []).append(cells[1])
+    pairs = {tuple(re.findall(r"\d+\.\d+\.\d+", versions)) for versions in tested["transformers + TRL"]}
     assert pairs == set(zip(TESTED["transformers"], TESTED["trl"], strict=True))
-    for framework, name in (
+    for package, name in (
         ("axolotl", "Axolotl"),
         ("llamafactory", "LLaMA-Factory"),
         ("unsloth", "Unsloth"),
         ("ms-swift", "ms-swift"),
+        ("deepspeed", "DeepSpeed"),
     ):
-        row = next(row for row in tested_rows if row.startswith(f"| {name} |"))
-        assert tuple(re.findall(r"\d+\.\d+\.\d+", row.split("|")[2])) == TESTED[framework], row
+        versions = tuple(re.findall(r"\d+\.\d+\.\d+", " ".join(tested[name])))
+        assert versions == TESTED[package], name
+
+
+def test_the_extras_start_at_the_oldest_tested_versions_and_name_the_tested_ranges():
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    from neft_plugins.versions import TESTED
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    lower_bounds = {
+        match[1]: match[2]
+        for requirements in extras.values()
+        for match in (re.fullmatch(r"([\w-]+)>=([\d.]+)", requirement) for requirement in requirements)
+        if match
+    }
+    comment = " ".join(
+        line.lstrip("# ") for line in pyproject.read_text().splitlines() if line.startswith("#")
+    )
+    for package, versions in TESTED.items():
+        if package == "deepspeed":
+            continue  # not an extra: the frameworks' launchers bring it
+        assert lower_bounds[package] == versions[0], package
+        tested = f"{versions[0]}-{versions[-1]}" if len(versions) > 1 else versions[0]
+        assert tested in comment, (package, tested)
