@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, check_known_keys
 
 logger = logging.getLogger("neft_plugins.integrations")
 
@@ -51,6 +51,8 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     unchanged for the framework's own command-line parser."""
     import yaml
 
+    # A misspelt --neftune_* flag would reach the framework's parser, which refuses it as unknown: name ours.
+    check_known_keys({item[2:].partition("=")[0]: None for item in argv if item.startswith("--neftune_")})
     ours: dict[str, Any] = {}
     rest: list[str] = []
     items = list(argv)

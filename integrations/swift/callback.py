@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError, check_known_keys
+from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, argv_values, split_command_line
 from neft_plugins.keys import KEYS
 
@@ -51,8 +51,6 @@ def check_argv(config: NEFTuneConfig, argv: Sequence[str]) -> None:
 def prepare_argv(argv: Sequence[str]) -> tuple[NEFTuneConfig, list[str]]:
     """``--neftune_* value`` items taken out of ``swift sft`` arguments and validated (with ms-swift's built-in
     ``--neftune_noise_alpha`` refused beside ours), before any model loads; the rest for ms-swift."""
-    # A misspelt --neftune_* flag would reach ms-swift, which refuses it as unknown: name ours instead.
-    check_known_keys({item[2:].partition("=")[0]: None for item in argv if item.startswith("--neftune_")})
     config, rest = split_command_line(argv)
     check_argv(config, rest)
     return config, rest

@@ -103,3 +103,14 @@ def test_a_misspelt_keyword_in_the_python_api_names_the_nearest_key(keyword, sug
     for build in (NEFTuneConfig, NEFTuneCallback, lambda **keys: attach(model, **keys)):
         with pytest.raises(NEFTuneConfigError, match=f"^{keyword}: unknown key; did you mean {suggested}\\?"):
             build(**{keyword: 5})
+
+
+def test_a_misspelt_flag_on_a_framework_command_line_names_the_nearest_key():
+    """Every adapter that takes a framework's command line (neft-llamafactory, neft-swift) splits it here."""
+    from neft_plugins.integrations.arguments import split_argv
+
+    with pytest.raises(
+        NEFTuneConfigError, match=r"^neftune_alhpa: unknown key; did you mean neftune_alpha\?"
+    ):
+        split_argv(["--stage", "sft", "--neftune_alhpa=5"])
+    assert split_argv(["--neftune_noise_alpha", "5"]) == ({}, ["--neftune_noise_alpha", "5"])

@@ -111,6 +111,15 @@ def test_command_line_form_splits_our_keys():
         prepare_args(["--stage=ppo", "--neftune_alpha", "5"])
 
 
+def test_a_misspelt_flag_gets_our_did_you_mean_before_llamafactory_parses(capsys):
+    from neft_plugins.integrations.llamafactory.cli import main
+
+    assert main(["train", "--stage", "sft", "--neftune_alhpa", "5"]) == 1
+    assert "neft-llamafactory: error: neftune_alhpa: unknown key; did you mean neftune_alpha?" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_version_names_the_tested_llamafactory():
     result = run([console_script("neft-llamafactory"), "version"], cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.text
