@@ -136,7 +136,7 @@ CANNOT_BUILD: dict[str, tuple[str, str]] = {
         "ValueError: You have to specify either `pixel_values` or `image_embeds`.",
     ),
     "llama4:Llama4ForConditionalGeneration": (
-        "",
+        "<5.25",
         "AttributeError: 'MoeCausalLMOutputWithPast' object has no attribute 'image_outputs'",
     ),
     "llava:LlavaForConditionalGeneration": (
@@ -175,6 +175,10 @@ CANNOT_BUILD: dict[str, tuple[str, str]] = {
     "pi0:PI0ForConditionalGeneration": (
         "",
         "TypeError: PI0ForConditionalGeneration.forward() missing 1 required positional argument: 'state",
+    ),
+    "pi05:PI05ForConditionalGeneration": (
+        "",
+        "AttributeError: 'NoneType' object has no attribute 'get_seq_length'",
     ),
     "pix2struct:Pix2StructForConditionalGeneration": (
         "",

@@ -90,6 +90,9 @@ FIXES: dict[str, dict[str, Any]] = {
     # Layer indices, not sizes: back to their defaults (each layer its own cache, the last vision layer).
     "mistral_large4_text": {"kv_source_layers": None},
     "molmo2_adapter": {"vision_feature_layer": [-1]},
+    # Kolibri 1.1: its indexers and shared caches are layer indices (derived again from the tiny layer types);
+    # an indexer scores with the query heads of key head 0, of which the tiny shrink leaves one.
+    "kolibri1_1": {"index_layers": None, "kv_source_layers": None, "index_num_heads": 1},
     "xmod": {"default_language": "en_XX"},  # adapters are per language: one must be chosen
     # Recurrent stacks whose defaults have no attention layer within the tiny depth (a cache needs one);
     # Zamba ties its shared attention across hybrid layers: it needs two.
