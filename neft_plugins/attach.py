@@ -15,7 +15,7 @@ from torch import nn
 
 from neft_plugins.calls import CallTracker
 from neft_plugins.carriers import ONE_COPY, Copies, copies_in_first_input, copies_of
-from neft_plugins.config import NEFTuneConfig, as_config, check_no_double_noise
+from neft_plugins.config import BUILTIN_KEY, NEFTuneConfig, as_config, check_no_double_noise
 from neft_plugins.draw import NoiseSource
 from neft_plugins.errors import (
     NEFTuneAttachError,
@@ -25,6 +25,7 @@ from neft_plugins.errors import (
 )
 from neft_plugins.plan import NoisePlan, PlanReader
 from neft_plugins.plugins import plugin_manager, schedules
+from neft_plugins.probe import probe_inputs
 from neft_plugins.stream import Replays, may_recompute
 from neft_plugins.structure import (
     base_model,
@@ -104,7 +105,7 @@ class NEFTuneHandle:
         check_no_double_noise(
             {
                 "neftune_alpha": config.neftune_alpha,
-                "neftune_noise_alpha": getattr(self.embeddings, "neftune_noise_alpha", None),
+                BUILTIN_KEY: getattr(self.embeddings, BUILTIN_KEY, None),
             }
         )
         if self.embeddings in _attached:
@@ -189,6 +190,39 @@ class NEFTuneHandle:
             f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
         )
         logger.warning("neft_plugins: attached NEFTune at %s (%s)", self.noise_site, settings)
+        self._probing = False
+        if self.blocks and self._noising and wrapper is None:
+            self._probe(model)
+
+    def _probe(self, model: nn.Module) -> None:
+        """Learn where the embeddings reach the blocks now, by one probe pass (``neft_plugins.probe``), so that
+        no training pass has to learn it (a pass compiled after ``attach`` could not). Where the model cannot run
+        the probe batch, or refuses it, its first training pass learns it as before, and refuses there."""
+        inputs = probe_inputs(model, self.embeddings, self.encoder is not None, self.placeholder_ids)
+        if inputs is None:
+            return
+        modes = {module: module.training for module in model.modules()}
+        self._probing = True
+        try:
+            with torch.no_grad():
+                model.eval()(**inputs)
+        except Exception as error:  # the first training pass learns instead, and refuses there if it must
+            self.first_copies, self.carriers, self._learning = None, None, None
+            logger.warning(
+                "neft_plugins: %s did not run a probe batch of text (%s: %s), so NEFTune learns where its "
+                "embeddings reach the blocks on the first training pass, which must run eagerly: torch.compile "
+                "the model after one training step, or attach to the torch.compile'd module.",
+                type(model).__name__,
+                type(error).__name__,
+                error,
+            )
+        finally:
+            self._probing = False
+            for module, training in modes.items():
+                module.training = training
+            self.calls.clear()
+            self.calls.embedding_runs = 0
+            self._start_call()
 
     def detach(self) -> None:
         if not self._hooks:
@@ -330,13 +364,16 @@ class NEFTuneHandle:
         )
 
     def _embedding_hook(self, module: nn.Module, args: tuple, output: Any) -> torch.Tensor | None:
-        if not (module.training and torch.is_grad_enabled()) or self.calls.in_decoder():
+        training = (module.training and torch.is_grad_enabled()) or self._probing
+        if not training or self.calls.in_decoder():
             if torch.is_grad_enabled() and not module.training and not torch.compiler.is_compiling():
                 self._eval_mode_pass = True
             return None  # not a training pass, or the decoder's teacher-forced input: not the instruction
         if not torch.compiler.is_compiling():
             self.calls.embedding_runs += 1
-            if self.config.neftune_schedule != "constant" and not (self._step_set or self._warned_no_step):
+            if self.config.neftune_schedule != "constant" and not (
+                self._step_set or self._warned_no_step or self._probing
+            ):
                 self._warn_no_step()
         if not self._noising:
             return None
@@ -388,7 +425,7 @@ class NEFTuneHandle:
         hidden = _input(args, kwargs, key)
         copies = self._copies_in_first_input(hidden, plan)
         embeddings = copies.embeddings(hidden)
-        noise = self._noise_for(embeddings, plan)
+        noise = self._noise_for(embeddings, plan, probe=self._probing)
         if self.carriers is None and not torch.compiler.is_compiling() and bool(plan.noised.any()):
             # Learnt on a pass that noises something: with no noise, a block that passes its input through
             # unchanged (zero-initialised) would look like one that is handed the clean embeddings again.
@@ -447,7 +484,7 @@ class NEFTuneHandle:
                 )
             noise = noise.to(value.dtype)
             # A compiled graph's checkpointing recomputes inside the graph, without running this hook again.
-            if not torch.compiler.is_compiling() and may_recompute(block):
+            if not torch.compiler.is_compiling() and not self._probing and may_recompute(block):
                 self._replays_of(index, key).keep(value, noise)
             replaced[key] = value + noise
         return _replace(args, kwargs, replaced)
@@ -515,14 +552,14 @@ class NEFTuneHandle:
             "noise the wrong positions."
         )
 
-    def _noise_for(self, hidden: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
+    def _noise_for(self, hidden: torch.Tensor, plan: NoisePlan, probe: bool = False) -> torch.Tensor:
         """``alpha / sqrt(L_s * d)`` noise per sequence for ``hidden`` (one copy of the embeddings; d: its width),
-        in its dtype and layout, recorded."""
+        in its dtype and layout, recorded (the probe pass's: its own, not recorded)."""
         transposed = plan.transposed or self._transposed_at_block(hidden, plan)
         received = hidden.transpose(0, 1) if transposed else hidden
         if received.dim() != 3 or tuple(received.shape[:2]) != tuple(plan.segments.shape):
             self._refuse_layout(hidden, plan)
-        noise = self.noise.per_sequence(received, plan)
+        noise = self.noise.probe(received, plan) if probe else self.noise.per_sequence(received, plan)
         return noise.transpose(0, 1) if transposed else noise
 
     def _transposed_at_block(self, hidden: torch.Tensor, plan: NoisePlan) -> bool:

@@ -77,7 +77,9 @@ class CallTracker:
         if self._calls:
             return
         self._on_end(module, output)
+        # output None: the call raised, and says why itself.
         trained = module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        trained = trained and output is not None
         if trained and self.embedding_runs == runs_before and not self._warned_bypass:
             self._warned_bypass = True
             logger.warning(

@@ -41,6 +41,15 @@ class NoiseSource:
         self._observe(embeddings, noise, plan.segments, plan.counts > 0, plan.noised.sum())
         return noise.to(embeddings.dtype)
 
+    def probe(self, embeddings: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
+        """Noise for the probe pass: non-zero exactly where a training pass puts noise, from a generator of its
+        own (the noise stream and the global RNG untouched), not recorded."""
+        scale = per_token_scale(plan.segments, plan.noised, embeddings.shape[2], plan.counts)
+        generator = torch.Generator(embeddings.device).manual_seed(0)
+        noise = torch.empty(embeddings.shape, dtype=noise_dtype(embeddings), device=embeddings.device)
+        noise.uniform_(-1.0, 1.0, generator=generator).mul_(scale.unsqueeze(-1))
+        return noise.to(embeddings.dtype)
+
     def padded(self, output: torch.Tensor, embedded: torch.Tensor, plan: NoisePlan) -> torch.Tensor:
         """transformers' built-in noise, bit for bit: padded length, every position, shaped like ``output``."""
         noise = custom_ops.draw_noise(id(self), output.shape, output.dtype, output.device, padded=True)

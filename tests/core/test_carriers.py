@@ -4,6 +4,7 @@ with activation checkpointing's recompute."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -184,11 +185,60 @@ def test_compiled_models_learn_eagerly_then_noise_every_carrier_in_the_graph(cop
             assert_one_noise_per_copy(clean, block_inputs(model, compiled), copies, reinject)
 
 
-def test_a_first_noised_pass_traced_by_the_compiler_is_refused_with_what_to_do():
+@pytest.mark.parametrize(("copies", "reinject"), CASES)
+def test_attach_then_compile_noises_every_carrier_from_the_first_step(copies, reinject):
+    """The probe pass at attach learnt the carriers: the compiled model is traced whole from its first call."""
     torch._dynamo.reset()
+    model = Toy(copies, reinject).train()
+    clean = block_inputs(model, model)
+    with neftune(model, neftune_alpha=ALPHA, neftune_seed=0) as handle:
+        assert handle.carriers is not None, "learnt at attach"
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        for _ in range(2):
+            assert_one_noise_per_copy(clean, block_inputs(model, compiled), copies, reinject)
+
+
+class Unprobeable(Toy):
+    """Needs an input the probe batch of text does not have."""
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, extra: torch.Tensor
+    ) -> torch.Tensor:
+        return super().forward(input_ids, attention_mask)
+
+
+def test_a_model_that_cannot_be_probed_says_at_attach_to_compile_after_one_step(caplog):
+    """Said first, at attach; the first training pass, compiled, is then refused with the same advice (inside
+    dynamo's error); run eagerly, it learns the carriers and a later compiled pass is right."""
+    torch._dynamo.reset()
+    model = Unprobeable(Copies(), reinject=True).train()
+    with (
+        caplog.at_level(logging.WARNING, logger="neft_plugins"),
+        neftune(model, neftune_alpha=ALPHA) as handle,
+    ):
+        assert handle.carriers is None
+        warnings = [record.getMessage() for record in caplog.records if "probe batch" in record.getMessage()]
+        assert len(warnings) == 1 and "torch.compile the model after one training step" in warnings[0]
+        with pytest.raises(Exception, match="run one training step before"):
+            torch.compile(model, fullgraph=True, backend="aot_eager")(**batch(), extra=torch.ones(1))
+        assert "so it got no noise" not in caplog.text, "no misleading warning beside the refusal"
+        model(**batch(), extra=torch.ones(1))
+        assert handle.carriers is not None
+
+
+def test_the_probe_pass_leaves_no_trace(caplog):
+    """The probe runs in eval mode under no_grad: the model's modes, the global RNG and the seeded noise stream
+    are as they were, and nothing is recorded."""
     model = Toy(Copies(), reinject=True).train()
-    with neftune(model, neftune_alpha=ALPHA), pytest.raises(Exception, match="run one training step before"):
-        torch.compile(model, fullgraph=True, backend="aot_eager")(**batch())
+    model.layers[1].eval()
+    modes = [module.training for module in model.modules()]
+    rng = torch.get_rng_state()
+    with neftune(model, neftune_alpha=ALPHA, neftune_seed=3) as handle:
+        assert handle.carriers is not None
+        assert [module.training for module in model.modules()] == modes
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert handle.read_logs() == {"neft/alpha": ALPHA, "neft/tokens_noised": 0.0}
+        assert handle.rng_state() is None, "the seeded stream has drawn nothing"
 
 
 def test_a_recomputed_block_gets_the_noise_its_forward_got_on_every_carrier():

@@ -210,6 +210,42 @@ def train_steps(model, batch, steps, **keys):
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_attach_then_compile_traces_whole_from_the_first_step(recorder, layout):
+    """``attach`` then ``torch.compile(fullgraph=True)``: the probe pass at attach learnt where the embeddings go,
+    so the very first training step is compiled (no eager pass) and every step, the first included, gets the
+    eager run's noise from the same seeded stream."""
+    from torch._dynamo.utils import counters
+
+    batch = compile_batches()[layout]
+    keys = {"neftune_alpha": 5, "neftune_schedule": "cosine", "neftune_seed": 1}
+    train_steps(make_llama().train(), batch, 4, **keys)
+    eager = list(recorder.records)
+    recorder.records.clear()
+    torch._dynamo.reset()
+    counters.clear()
+    model = make_llama().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    graphs = []
+    with neftune(model, **keys) as handle:
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        for step in range(4):
+            handle.set_step(step, 4)
+            compiled(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0 and graphs == [graphs[0]] * 4, f"graphs after each step: {graphs}"
+    assert [int(record.tokens_noised) for record in recorder.records] == [26] * 4
+    for compiled_record, eager_record in zip(recorder.records, eager, strict=True):
+        assert compiled_record.alpha == eager_record.alpha
+        compiled_norms, eager_norms = (
+            compiled_record.sequence_noise_norms(),
+            eager_record.sequence_noise_norms(),
+        )
+        assert torch.allclose(compiled_norms, eager_norms, rtol=1e-5), (compiled_norms, eager_norms)
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_fullgraph_compiled_training_gets_eager_noise_without_recompiling(recorder, layout):
     """A cosine schedule changes alpha every step and an observer sees every pass: neither recompiles. The noise
     comes from the same seeded stream as in eager mode, so each sequence gets the eager run's noise norm."""
