@@ -8,13 +8,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from neft_plugins.config import CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, check_known_keys
+from neft_plugins.config import BUILTIN_KEY, CONFIG_KEYS, NEFTuneConfig, NEFTuneConfigError, check_known_keys
 
 logger = logging.getLogger("neft_plugins.integrations")
-
-BUILTIN_KEY = (
-    "neftune_noise_alpha"  # transformers' built-in NEFTune, which LLaMA-Factory and ms-swift pass through
-)
 
 
 def split_config(args: Mapping[str, Any]) -> tuple[NEFTuneConfig, dict[str, Any]]:

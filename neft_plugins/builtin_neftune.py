@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from neft_plugins.attach import find_input_embeddings
+from neft_plugins.config import BUILTIN_KEY
 
 
 def builtin_hook() -> Callable[..., Any]:
@@ -28,7 +29,7 @@ def builtin_hook() -> Callable[..., Any]:
 def activate(model: nn.Module, alpha: float) -> RemovableHandle:
     """Turn the built-in on, as ``Trainer(neftune_noise_alpha=alpha)`` does at the start of ``train()``."""
     embeddings, _ = find_input_embeddings(model)
-    embeddings.neftune_noise_alpha = alpha
+    setattr(embeddings, BUILTIN_KEY, alpha)  # the alpha its hook reads
     return embeddings.register_forward_hook(builtin_hook())
 
 
@@ -36,5 +37,5 @@ def deactivate(model: nn.Module, hook: RemovableHandle) -> None:
     """Turn it off again, leaving the embeddings as they were."""
     embeddings, _ = find_input_embeddings(model)
     hook.remove()
-    if hasattr(embeddings, "neftune_noise_alpha"):
-        del embeddings.neftune_noise_alpha
+    if hasattr(embeddings, BUILTIN_KEY):
+        delattr(embeddings, BUILTIN_KEY)

@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,16 @@ from transformers import Trainer, TrainerCallback
 from neft_plugins import builtin_neftune
 from neft_plugins.attach import NEFTuneHandle, attach
 from neft_plugins.clean_loss import CleanLoss
-from neft_plugins.config import NEFTuneConfig, NEFTuneConflictError, as_config, check_no_double_noise
+from neft_plugins.config import (
+    BUILTIN_KEY,
+    NEFTuneConfig,
+    NEFTuneConflictError,
+    as_config,
+    check_no_double_noise,
+)
 from neft_plugins.errors import NEFTuneAttachError
 from neft_plugins.structure import compiled_wrapper, unwrap_model
-from neft_plugins.versions import installed_version, tested_range, warn_if_untested
+from neft_plugins.versions import missing_hook_point, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
 
@@ -158,15 +165,17 @@ def _warn_on_policy(trainer: Trainer) -> None:
 
 
 def check_trainer_hook_points() -> None:
-    """Stop, naming what is missing, if this transformers' Trainer lacks a method the callback wraps."""
-    missing = [name for name in TRAINER_HOOK_POINTS if not callable(getattr(Trainer, name, None))]
+    """Stop, naming what is missing, if this transformers' Trainer lacks a method the callback wraps; then one
+    warning per untested version of transformers, TRL and (imported first, as Unsloth asks) Unsloth."""
+    missing = [
+        f"Trainer.{name}" for name in TRAINER_HOOK_POINTS if not callable(getattr(Trainer, name, None))
+    ]
     if missing:
-        raise NEFTuneAttachError(
-            f"transformers {installed_version('transformers')}: Trainer.{', Trainer.'.join(missing)} missing; "
-            f"NEFTuneCallback wraps it. Install a tested version ({tested_range('transformers')})."
-        )
+        raise missing_hook_point("transformers", missing, "NEFTuneCallback")
     warn_if_untested("transformers")
     warn_if_untested("trl")
+    if "unsloth" in sys.modules:
+        warn_if_untested("unsloth")
 
 
 def _refuse_builtin(trainer: Trainer, neftune_alpha: float) -> None:
@@ -180,8 +189,8 @@ def _refuse_builtin(trainer: Trainer, neftune_alpha: float) -> None:
 
 
 def _check_trainer_args(args: Any, neftune_alpha: float) -> None:
-    builtin_alpha = getattr(args, "neftune_noise_alpha", None)
-    check_no_double_noise({"neftune_alpha": neftune_alpha, "neftune_noise_alpha": builtin_alpha})
+    builtin_alpha = getattr(args, BUILTIN_KEY, None)
+    check_no_double_noise({"neftune_alpha": neftune_alpha, BUILTIN_KEY: builtin_alpha})
 
 
 def _remove_builtin_hook(trainer: Trainer) -> None:

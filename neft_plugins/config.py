@@ -13,8 +13,11 @@ from neft_plugins.errors import NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.noise import SCOPES
 
 LENGTHS = ("sequence", "padded")
+# transformers' built-in NEFTune (``TrainingArguments.neftune_noise_alpha``, also the attribute its hook reads on
+# the embedding module), which LLaMA-Factory and ms-swift pass through: named here once, imported everywhere else.
+BUILTIN_KEY = "neftune_noise_alpha"
 # The frameworks' own NEFTune keys: transformers' built-in, and Axolotl's deprecated alias of it.
-BUILTIN_KEYS = ("neftune_noise_alpha", "noisy_embedding_alpha")
+BUILTIN_KEYS = (BUILTIN_KEY, "noisy_embedding_alpha")
 
 
 @dataclass(frozen=True)

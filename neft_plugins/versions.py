@@ -1,14 +1,20 @@
-"""The one table of framework versions neft-plugins is tested with, and one warning when the installed one is not.
+"""The one table of framework versions neft-plugins is tested with, one warning when the installed one is not, and
+one error when it lacks a hook point an integration relies on.
 
-Everything else reads it: the runtime warnings, the LLaMA-Factory compatibility check, the nox matrix
-(``noxfile.py`` loads this file by path) and the README's compatibility table (checked by
-``tests/core/test_versions.py``). This module imports nothing outside the standard library at import time.
+Everything else reads it: that warning and that error (every framework's), the nox matrix (``noxfile.py`` loads
+this file by path) and the README's compatibility table (checked by ``tests/core/test_versions.py``). This module
+imports nothing outside the standard library at import time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # noxfile.py loads this file by path, without the package
+    from neft_plugins.errors import NEFTuneCompatibilityError
 
 logger = logging.getLogger("neft_plugins")
 
@@ -38,8 +44,28 @@ def installed_version(package: str) -> str | None:
 
 
 def tested_range(package: str) -> str:
+    """``transformers 4.46.3 to 5.25.0``; ``unsloth 2026.10.9`` for a single tested version."""
     oldest, newest = TESTED_RANGES[package]
-    return f"{package} {oldest} to {newest}"
+    return f"{package} {oldest}" if oldest == newest else f"{package} {oldest} to {newest}"
+
+
+def missing_hook_point(package: str, what: str | Sequence[str], who: str) -> NEFTuneCompatibilityError:
+    """The one error for a hook point the installed ``package`` lacks (or has changed), for every integration:
+    ``<package> <version>: <what>; <who> relies on it. Install a tested version (<package> <oldest> to <newest>).``
+
+    ``what``: the names of what is missing (read ``A, B missing``), or a clause saying what changed
+    (``Runner._launch no longer starts ...``); ``who``: the part of neft-plugins that relies on it.
+    """
+    from neft_plugins.errors import NEFTuneCompatibilityError
+
+    if isinstance(what, str):
+        clause, it = what, "it"
+    else:
+        clause, it = f"{', '.join(what)} missing", "them" if len(what) > 1 else "it"
+    return NEFTuneCompatibilityError(
+        f"{package} {installed_version(package)}: {clause}; {who} relies on {it}. "
+        f"Install a tested version ({tested_range(package)})."
+    )
 
 
 def warn_if_untested(package: str) -> None:

@@ -19,9 +19,8 @@ from typing import Any
 
 from axolotl.integrations.base import BasePlugin
 
-from neft_plugins import NEFTuneAttachError
 from neft_plugins.integrations.axolotl.args import NEFTuneArgs, neftune_config
-from neft_plugins.versions import installed_version, tested_range, warn_if_untested
+from neft_plugins.versions import missing_hook_point, warn_if_untested
 
 __all__ = ["NEFTuneArgs", "NEFTunePlugin"]
 
@@ -37,12 +36,9 @@ class NEFTunePlugin(BasePlugin):
 
     def __init__(self) -> None:
         super().__init__()
-        missing = [name for name in HOOK_POINTS if not hasattr(BasePlugin, name)]
-        if missing:
-            raise NEFTuneAttachError(
-                f"axolotl {installed_version('axolotl')}: BasePlugin.{', BasePlugin.'.join(missing)} missing; "
-                f"Axolotl would never call the plugin there. Install a tested version ({tested_range('axolotl')})."
-            )
+        missing = [f"BasePlugin.{name}" for name in HOOK_POINTS if not hasattr(BasePlugin, name)]
+        if missing:  # Axolotl would never call the plugin there
+            raise missing_hook_point("axolotl", missing, "NEFTunePlugin")
         warn_if_untested("axolotl")
 
     def get_input_args(self) -> str:

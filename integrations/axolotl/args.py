@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfig
-from neft_plugins.config import BUILTIN_KEYS
+from neft_plugins.config import BUILTIN_KEY, BUILTIN_KEYS
 from neft_plugins.keys import KEYS
 
 LOG = logging.getLogger(__name__)
@@ -29,9 +29,10 @@ class _CheckedByTheCore(BaseModel):
         NEFTuneConfig.from_mapping(data)  # its NEFTuneConfigErrors are ValueErrors: pydantic reports them
         if data.get("rl") and any(data.get(key) for key in BUILTIN_KEYS):
             LOG.warning(
-                "neft_plugins: Axolotl's RL trainers (rl: %s) ignore neftune_noise_alpha; "
+                "neft_plugins: Axolotl's RL trainers (rl: %s) ignore %s; "
                 "set neftune_alpha instead to noise with NEFTunePlugin",
                 data["rl"],
+                BUILTIN_KEY,
             )
         return data
 

@@ -8,28 +8,30 @@ LLaMA-Factory v0 has no plugin system. The adapter uses:
   transformers' ``neftune_noise_alpha``), the ``Popen(["llamafactory-cli", "train", ...])`` call in
   ``webui.runner.Runner._launch``, ``webui.runner.gen_cmd`` and ``webui.locales.LOCALES``.
 
-On a version not in :data:`TESTED_VERSIONS` every hook point is checked before it is used; a missing
-one stops with :class:`LlamaFactoryHookError` instead of training without (or with double) noise.
+Every hook point is checked before it is used: a missing one (on an untested version) stops with
+:class:`~neft_plugins.NEFTuneCompatibilityError` (:func:`neft_plugins.versions.missing_hook_point`) instead of
+training without (or with double) noise; with all of them found, a version outside the tested range
+(``neft_plugins.versions.TESTED["llamafactory"]``) gets the one untested-version warning every framework gets
+(:func:`neft_plugins.versions.warn_if_untested`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from types import ModuleType
 from typing import Any
 
+from neft_plugins import versions
+from neft_plugins.config import BUILTIN_KEY
 from neft_plugins.errors import NEFTuneCompatibilityError
-from neft_plugins.versions import TESTED
-
-logger = logging.getLogger("neft_plugins.integrations.llamafactory")
+from neft_plugins.versions import TESTED, missing_hook_point, tested_range, warn_if_untested
 
 TESTED_VERSIONS = TESTED["llamafactory"]
+WHO = "neft-plugins' LLaMA-Factory adapter"  # who relies on the hook points, in the missing-hook-point error
 
 
 def env_flag(name: str) -> bool:
@@ -37,52 +39,43 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "y")
 
 
-# The installed LLaMA-Factory lacks a hook point the adapter relies on.
+# The installed LLaMA-Factory lacks a hook point the adapter relies on: the one type, under its older name.
 LlamaFactoryHookError = NEFTuneCompatibilityError
 
 
 def llamafactory_version() -> str:
-    try:
-        return metadata.version("llamafactory")
-    except metadata.PackageNotFoundError:
-        raise LlamaFactoryHookError(
+    version = versions.installed_version("llamafactory")
+    if version is None:
+        raise NEFTuneCompatibilityError(
             "llamafactory is not installed: pip install 'neft-plugins[llamafactory]' "
-            f"(tested with llamafactory {', '.join(TESTED_VERSIONS)})"
-        ) from None
-
-
-def check_version() -> str:
-    """The installed version; a warning when it is not one of :data:`TESTED_VERSIONS`."""
-    version = llamafactory_version()
-    if version not in TESTED_VERSIONS:
-        logger.warning(
-            "neft_plugins: llamafactory %s is untested (tested: %s); its hook points are checked and a "
-            "missing one stops the run",
-            version,
-            ", ".join(TESTED_VERSIONS),
+            f"(tested: {tested_range('llamafactory')})"
         )
     return version
 
 
-def _missing(version: str, what: str) -> LlamaFactoryHookError:
-    return LlamaFactoryHookError(
-        f"llamafactory {version}: {what}. neft-plugins' LLaMA-Factory adapter relies on it and is tested with "
-        f"llamafactory {', '.join(TESTED_VERSIONS)}; install one of those "
-        f"(pip install 'llamafactory=={TESTED_VERSIONS[-1]}') or report the new version."
-    )
+def check_version() -> str:
+    """The installed version, with the one warning every framework gets when it is outside the tested range
+    (:func:`neft_plugins.versions.warn_if_untested`); called once every hook point was found."""
+    version = llamafactory_version()
+    warn_if_untested("llamafactory")
+    return version
 
 
-def _import(version: str, name: str) -> ModuleType:
+def _missing(what: str | list[str]) -> NEFTuneCompatibilityError:
+    return missing_hook_point("llamafactory", what, WHO)
+
+
+def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        raise _missing(version, f"cannot import {name} ({error})") from error
+        raise _missing(f"{name} cannot be imported ({error})") from error
 
 
-def _attribute(version: str, module: ModuleType, name: str) -> Any:
+def _attribute(module: ModuleType, name: str) -> Any:
     value = getattr(module, name, None)
     if value is None:
-        raise _missing(version, f"{module.__name__}.{name} is missing")
+        raise _missing([f"{module.__name__}.{name}"])
     return value
 
 
@@ -95,18 +88,18 @@ def _source(function: Callable[..., Any]) -> str:
 
 def train_entry() -> Callable[..., None]:
     """``llamafactory.train.tuner.run_exp``, checked to take ``args`` and ``callbacks``."""
-    version = check_version()
-    tuner = _import(version, "llamafactory.train.tuner")
-    run_exp = _attribute(version, tuner, "run_exp")
+    llamafactory_version()  # installed at all
+    tuner = _import("llamafactory.train.tuner")
+    run_exp = _attribute(tuner, "run_exp")
     try:
         parameters = inspect.signature(run_exp).parameters
     except (TypeError, ValueError):
         parameters = {}
     if "args" not in parameters or "callbacks" not in parameters:
         raise _missing(
-            version,
-            f"llamafactory.train.tuner.run_exp{inspect.signature(run_exp)} does not take (args, callbacks)",
+            f"llamafactory.train.tuner.run_exp{inspect.signature(run_exp)} does not take (args, callbacks)"
         )
+    check_version()
     return run_exp
 
 
@@ -121,32 +114,31 @@ class WebUIHooks:
 
 def webui_hooks() -> WebUIHooks:
     """The LLaMA Board modules the web UI patch touches, each hook point checked."""
-    version = check_version()
-    interface = _import(version, "llamafactory.webui.interface")
-    runner = _import(version, "llamafactory.webui.runner")
-    locales = _import(version, "llamafactory.webui.locales")
-    train_tab = _import(version, "llamafactory.webui.components.train")
-    _attribute(version, interface, "run_web_ui")
-    _attribute(version, interface, "create_ui")
-    create_train_tab = _attribute(version, interface, "create_train_tab")
+    llamafactory_version()  # installed at all
+    interface = _import("llamafactory.webui.interface")
+    runner = _import("llamafactory.webui.runner")
+    locales = _import("llamafactory.webui.locales")
+    train_tab = _import("llamafactory.webui.components.train")
+    _attribute(interface, "run_web_ui")
+    _attribute(interface, "create_ui")
+    create_train_tab = _attribute(interface, "create_train_tab")
     if "get_base_elems" not in _source(create_train_tab) or "neftune_alpha" not in _source(create_train_tab):
         raise _missing(
-            version,
             "webui.components.create_train_tab no longer builds its inputs from manager.get_base_elems() "
-            "or has no neftune_alpha field",
+            "or has no neftune_alpha field"
         )
-    runner_class = _attribute(version, runner, "Runner")
+    runner_class = _attribute(runner, "Runner")
     for name in ("_parse_train_args", "_launch"):
-        _attribute(version, runner_class, name)
-    if "neftune_noise_alpha" not in _source(runner_class._parse_train_args):
-        raise _missing(version, "webui.runner.Runner._parse_train_args no longer sets neftune_noise_alpha")
+        _attribute(runner_class, name)
+    if BUILTIN_KEY not in _source(runner_class._parse_train_args):
+        raise _missing(f"webui.runner.Runner._parse_train_args no longer sets {BUILTIN_KEY}")
     if '"llamafactory-cli", "train"' not in _source(runner_class._launch):
         raise _missing(
-            version, 'webui.runner.Runner._launch no longer starts Popen(["llamafactory-cli", "train", ...])'
+            'webui.runner.Runner._launch no longer starts Popen(["llamafactory-cli", "train", ...])'
         )
-    _attribute(version, runner, "Popen")
-    _attribute(version, runner, "gen_cmd")
-    table = _attribute(version, locales, "LOCALES")
+    _attribute(runner, "Popen")
+    _attribute(runner, "gen_cmd")
+    table = _attribute(locales, "LOCALES")
     if "neftune_alpha" not in table:
-        raise _missing(version, "webui.locales.LOCALES has no neftune_alpha entry")
-    return WebUIHooks(version, interface, runner, locales, train_tab)
+        raise _missing("webui.locales.LOCALES has no neftune_alpha entry")
+    return WebUIHooks(check_version(), interface, runner, locales, train_tab)

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError
-from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_values, split_argv, split_config
+from neft_plugins.config import BUILTIN_KEY, NEFTuneConfig, NEFTuneConfigError
+from neft_plugins.integrations.arguments import argv_values, split_argv, split_config
 from neft_plugins.integrations.llamafactory import compat
 
 logger = logging.getLogger("neft_plugins.integrations.llamafactory")

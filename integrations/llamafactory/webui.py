@@ -19,8 +19,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from neft_plugins.integrations.llamafactory.compat import LlamaFactoryHookError, WebUIHooks, webui_hooks
+from neft_plugins.config import BUILTIN_KEY
+from neft_plugins.integrations.llamafactory.compat import WHO, WebUIHooks, webui_hooks
 from neft_plugins.keys import KEY, KEYS
+from neft_plugins.versions import missing_hook_point
 
 PREVIEW_COMMAND = "neft-llamafactory train"
 TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
@@ -65,8 +67,9 @@ def _wrap_create_train_tab(create_train_tab: Callable[..., dict[str, Any]]) -> C
             del manager.get_base_elems
         slider, extra_tab = elems.get("neftune_alpha"), elems.get("extra_tab")
         if slider is None or extra_tab is None:
-            raise LlamaFactoryHookError(
-                "llamafactory web UI: the Train tab has no neftune_alpha or extra_tab"
+            missing = [name for name in ("neftune_alpha", "extra_tab") if elems.get(name) is None]
+            raise missing_hook_point(
+                "llamafactory", [f"the web UI's Train tab {name}" for name in missing], WHO
             )
         label, info = KEY["neftune_alpha"].label, KEY["neftune_alpha"].help
         slider.maximum, slider.label, slider.info, slider.elem_id = ALPHA_MAX, label, info, "neftune-alpha"
@@ -94,13 +97,13 @@ def _wrap_parse_train_args(parse: Callable[..., dict[str, Any]]) -> Callable[...
             try:
                 return data[self.manager.get_elem_by_id(elem_id)]
             except KeyError:
-                raise LlamaFactoryHookError(
-                    f"llamafactory web UI: {elem_id} is not among the Train tab's inputs"
+                raise missing_hook_point(
+                    "llamafactory", [f"the web UI's Train tab input {elem_id}"], WHO
                 ) from None
 
         extra = json.loads(get("train.extra_args") or "{}")
-        if "neftune_noise_alpha" not in extra:  # it came from the slider: the slider is ours now
-            args.pop("neftune_noise_alpha", None)
+        if BUILTIN_KEY not in extra:  # it came from the slider: the slider is ours now
+            args.pop(BUILTIN_KEY, None)
         alpha = get("train.neftune_alpha") or 0
         if alpha and "neftune_alpha" not in extra:
             args["neftune_alpha"] = float(alpha)

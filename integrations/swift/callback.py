@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
-from neft_plugins.integrations.arguments import BUILTIN_KEY, argv_value, argv_values, split_command_line
+from neft_plugins.config import BUILTIN_KEY, NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.integrations.arguments import argv_value, argv_values, split_command_line
 from neft_plugins.keys import KEYS
+from neft_plugins.versions import warn_if_untested
 
 CALLBACK_NAME = "neftune"  # --callbacks neftune
 PLUGIN_FILE = Path(__file__).with_name("plugin.py")  # --external_plugins PLUGIN_FILE
@@ -110,12 +111,14 @@ def with_callback(argv: Sequence[str]) -> list[str]:
 
 
 def register(config: NEFTuneConfig, name: str = CALLBACK_NAME) -> None:
-    """``callbacks_map[name]``: ms-swift builds it as ``(args, trainer)``; ours is bound to that trainer."""
+    """``callbacks_map[name]``: ms-swift builds it as ``(args, trainer)``; ours is bound to that trainer. Built,
+    it warns once on an ms-swift version outside the tested range (ms-swift found the hook point: it runs)."""
     from swift.callbacks import callbacks_map
 
     from neft_plugins import NEFTuneCallback
 
     def build(args: Any, trainer: Any) -> NEFTuneCallback:
+        warn_if_untested("ms-swift")
         return NEFTuneCallback(config).bind(trainer)
 
     callbacks_map[name] = build

@@ -18,17 +18,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from neft_plugins.errors import NEFTuneError
+from neft_plugins.config import BUILTIN_KEY
+from neft_plugins.errors import NEFTuneCompatibilityError
 from neft_plugins.keys import KEY
+from neft_plugins.versions import missing_hook_point
 
-SLIDER = "neftune_noise_alpha"  # the elem_id of ms-swift's NEFTune slider, on its Hyper sub-page
+SLIDER = BUILTIN_KEY  # the elem_id of ms-swift's NEFTune slider, on its Hyper sub-page: the built-in key
 ALPHA_FLAG, BUILTIN_FLAG = "--neftune_alpha", f"--{SLIDER}"
 SFT_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.swift.cli", "sft"]
 SFT_GROUP = "llm_train"  # ms-swift's SFT page; llm_rlhf and llm_grpo run `swift rlhf`
+WHO = "neft-swift web-ui"  # who relies on the hook points, in the missing-hook-point error
 
-
-class SwiftWebUIHookError(NEFTuneError):
-    """ms-swift's web UI no longer has what the patch wraps."""
+# ms-swift's web UI no longer has what the patch wraps: the one type, under its older name.
+SwiftWebUIHookError = NEFTuneCompatibilityError
 
 
 def _relabel(slider: Any) -> None:
@@ -49,7 +51,9 @@ def _wrap_build_ui(build_ui: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 slider = cls.element(SLIDER)
             except KeyError:
-                raise SwiftWebUIHookError(f"ms-swift web UI: the SFT page has no {SLIDER} slider") from None
+                raise missing_hook_point(
+                    "ms-swift", [f"the web UI's SFT page slider {SLIDER}"], WHO
+                ) from None
             _relabel(slider)
         return built
 
@@ -60,7 +64,9 @@ def route_command(command: list[str], shown: str) -> tuple[list[str], str]:
     """``swift sft ... --neftune_noise_alpha A ...`` as ``neft-swift sft ... --neftune_alpha A ...``, for the
     command run and the one shown."""
     if command[:2] != ["swift", "sft"]:
-        raise SwiftWebUIHookError(f"ms-swift web UI: the SFT page built {command[:2]}, not ['swift', 'sft']")
+        raise missing_hook_point(
+            "ms-swift", f"the web UI's SFT page built {command[:2]}, not ['swift', 'sft']", WHO
+        )
     rest = [ALPHA_FLAG if item == BUILTIN_FLAG else item for item in command[2:]]
     shown = shown.replace("swift sft ", "neft-swift sft ", 1).replace(f"{BUILTIN_FLAG} ", f"{ALPHA_FLAG} ")
     return [*SFT_COMMAND, *rest], shown
@@ -91,7 +97,9 @@ def install() -> None:
         name for name in ("build_ui", "train") if not hasattr(getattr(LLMTrain, name, None), "__func__")
     ]
     if missing:
-        raise SwiftWebUIHookError(f"ms-swift web UI: LLMTrain has no classmethod {', '.join(missing)}")
+        raise missing_hook_point(
+            "ms-swift", [f"classmethod swift.ui.llm_train.LLMTrain.{name}" for name in missing], WHO
+        )
     LLMTrain.build_ui = classmethod(_wrap_build_ui(LLMTrain.build_ui.__func__))
     LLMTrain.train = classmethod(_wrap_train(LLMTrain.train.__func__))
     _installed = True

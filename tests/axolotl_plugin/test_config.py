@@ -34,6 +34,22 @@ def test_args_model_has_exactly_the_core_keys():
     assert NEFTunePlugin().get_input_args() == "neft_plugins.integrations.axolotl.args.NEFTuneArgs"
 
 
+def test_a_missing_plugin_hook_point_is_the_one_compatibility_error(monkeypatch):
+    from axolotl.integrations.base import BasePlugin
+
+    from neft_plugins import NEFTuneCompatibilityError
+    from neft_plugins.integrations.axolotl import NEFTunePlugin
+    from neft_plugins.versions import installed_version, tested_range
+
+    monkeypatch.delattr(BasePlugin, "add_callbacks_post_trainer")
+    with pytest.raises(NEFTuneCompatibilityError) as raised:
+        NEFTunePlugin()
+    assert str(raised.value) == (
+        f"axolotl {installed_version('axolotl')}: BasePlugin.add_callbacks_post_trainer missing; NEFTunePlugin "
+        f"relies on it. Install a tested version ({tested_range('axolotl')})."
+    )
+
+
 class TrainerStandIn:
     """What the callback's binding wraps on a trainer: ``train`` and ``log``."""
 

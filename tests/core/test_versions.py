@@ -117,11 +117,76 @@ def test_an_untested_version_warns_once_naming_the_tested_range(monkeypatch, cap
 def test_a_missing_hook_point_stops_before_training_naming_it(monkeypatch):
     from transformers import Trainer
 
-    from neft_plugins import NEFTuneAttachError, NEFTuneCallback
+    from neft_plugins import NEFTuneCallback, NEFTuneCompatibilityError
+    from neft_plugins.versions import installed_version
 
     monkeypatch.delattr(Trainer, "training_step")
-    with pytest.raises(NEFTuneAttachError, match=r"Trainer\.training_step missing; NEFTuneCallback wraps it"):
+    with pytest.raises(NEFTuneCompatibilityError) as raised:
         NEFTuneCallback(neftune_alpha=ALPHA)
+    assert str(raised.value) == (
+        f"transformers {installed_version('transformers')}: Trainer.training_step missing; NEFTuneCallback relies "
+        "on it. Install a tested version (transformers 4.46.3 to 5.25.0)."
+    )
+
+
+def test_missing_hook_point_is_the_one_error_with_the_one_message(monkeypatch):
+    """Every integration's missing hook point: one type, one message shape, the tested range named."""
+    from neft_plugins import NEFTuneCompatibilityError, NEFTuneError, versions
+
+    monkeypatch.setattr(versions, "installed_version", lambda package: "9.9.9")
+    several = versions.missing_hook_point("axolotl", ["BasePlugin.a", "BasePlugin.b"], "NEFTunePlugin")
+    changed = versions.missing_hook_point("unsloth", "FastLanguageModel.x no longer takes y", "the callback")
+    assert isinstance(several, NEFTuneCompatibilityError) and isinstance(several, NEFTuneError)
+    assert str(several) == (
+        "axolotl 9.9.9: BasePlugin.a, BasePlugin.b missing; NEFTunePlugin relies on them. Install a tested version "
+        "(axolotl 0.17.0 to 0.19.0)."
+    )
+    assert str(changed) == (
+        "unsloth 9.9.9: FastLanguageModel.x no longer takes y; the callback relies on it. Install a tested version "
+        "(unsloth 2026.10.9)."
+    )
+
+
+@pytest.fixture
+def fake_unsloth_version(monkeypatch):
+    """Unsloth at a version outside its tested range, transformers and TRL at theirs; warnings not yet given."""
+    from neft_plugins import versions
+
+    installed = versions.installed_version
+    monkeypatch.setattr(versions, "_warned", set())
+    monkeypatch.setattr(
+        versions,
+        "installed_version",
+        lambda package: "2099.1.1" if package == "unsloth" else installed(package),
+    )
+
+
+def test_an_untested_unsloth_imported_first_warns_once_naming_the_tested_range(
+    fake_unsloth_version, monkeypatch, caplog
+):
+    import sys
+    import types
+
+    from neft_plugins import NEFTuneCallback
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
+    NEFTuneCallback(neftune_alpha=ALPHA)
+    NEFTuneCallback(neftune_alpha=ALPHA)
+    warnings = [record.getMessage() for record in caplog.records if "untested" in record.getMessage()]
+    assert warnings == [
+        "neft_plugins: unsloth 2099.1.1 is untested (tested: unsloth 2026.10.9); every hook point it uses was "
+        "found, so it runs"
+    ]
+
+
+def test_unsloth_not_imported_gets_no_warning(fake_unsloth_version, monkeypatch, caplog):
+    import sys
+
+    from neft_plugins import NEFTuneCallback
+
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    NEFTuneCallback(neftune_alpha=ALPHA)
+    assert not [record for record in caplog.records if "untested" in record.getMessage()]
 
 
 def test_the_readme_compatibility_table_is_the_tested_versions_table():

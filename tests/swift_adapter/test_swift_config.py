@@ -3,15 +3,19 @@ with the messages every integration gives."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from neft_plugins.config import NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins import NEFTuneCompatibilityError, versions
+from neft_plugins.config import NEFTuneConfig, NEFTuneConfigError, NEFTuneConflictError
 from neft_plugins.integrations.swift.callback import (
     PLUGIN_FILE,
     callbacks_of,
     config_from_environment,
     environment_mapping,
     prepare_argv,
+    register,
     with_callback,
 )
 from neft_plugins.integrations.swift.webui import SFT_COMMAND, route_command
@@ -131,3 +135,47 @@ def test_the_web_uis_sft_command_becomes_neft_swift_sft_with_the_slider_as_our_k
     )
     assert command == [*SFT_COMMAND, "--model", "m", "--neftune_alpha", "5.0"]
     assert shown == "nohup neft-swift sft --model 'm' --neftune_alpha '5.0' > run.log 2>&1 &"
+
+
+def test_a_web_ui_that_runs_another_command_is_a_missing_hook_point():
+    with pytest.raises(NEFTuneCompatibilityError) as raised:
+        route_command(["swift", "rlhf", "--model", "m"], "swift rlhf --model 'm'")
+    assert str(raised.value) == (
+        f"ms-swift {versions.installed_version('ms-swift')}: the web UI's SFT page built ['swift', 'rlhf'], not "
+        "['swift', 'sft']; neft-swift web-ui relies on it. Install a tested version (ms-swift 4.1.0 to 4.6.0)."
+    )
+
+
+class _Trainer:
+    """What binding our callback touches on ms-swift's trainer: train and log."""
+
+    def train(self, *args, **kwargs):
+        pass
+
+    def log(self, logs, *args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize(("version", "warned"), [("9.0.0", True), ("4.3.0", False)])
+def test_an_untested_ms_swift_warns_once_when_our_callback_is_built(monkeypatch, caplog, version, warned):
+    """ms-swift builds the callback (``callbacks_map[name](args, trainer)``): the one untested-version warning."""
+    from swift.callbacks import callbacks_map
+
+    installed = versions.installed_version
+    monkeypatch.setattr(
+        versions,
+        "installed_version",
+        lambda package: version if package == "ms-swift" else installed(package),
+    )
+    monkeypatch.setattr(versions, "_warned", set())
+    monkeypatch.setitem(callbacks_map, "neftune-test", None)  # removed again after the test
+    caplog.set_level(logging.WARNING, logger="neft_plugins")
+    register(NEFTuneConfig(neftune_alpha=5), "neftune-test")
+    for _ in range(2):
+        callbacks_map["neftune-test"](None, _Trainer())
+    warnings = [record.getMessage() for record in caplog.records if "untested" in record.getMessage()]
+    expected = (
+        f"neft_plugins: ms-swift {version} is untested (tested: ms-swift 4.1.0 to 4.6.0); every hook point it uses "
+        "was found, so it runs"
+    )
+    assert warnings == ([expected] if warned else [])
