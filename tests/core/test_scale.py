@@ -11,7 +11,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from neft_plugins import NEFTuneCallback, neftune
-from neft_plugins.stream import STATE_FILE
+from neft_plugins.engine.noise_stream import STATE_FILE
 from support.distributed import torchrun
 from support.layouts import packed, padded_rows
 from support.matrix import on_newest
@@ -193,20 +193,50 @@ def test_the_noise_path_adds_no_graph_break(layout):
     assert explained.graph_break_count == 0, [reason.reason for reason in explained.break_reasons]
 
 
-def train_steps(model, batch, steps, **keys):
-    """``steps`` noised SGD steps under ``neftune(model, **keys)``; the graphs compiled after each step."""
+def train_steps(model, batch, steps, compile_after_attach=False, **keys):
+    """``steps`` noised SGD steps under ``neftune(model, **keys)`` (with ``compile_after_attach``, through
+    ``torch.compile(model, fullgraph=True)`` made after NEFTune attached); the graphs compiled after each step."""
     from torch._dynamo.utils import counters
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     graphs = []
     with neftune(model, **keys) as handle:
+        call = torch.compile(model, fullgraph=True, backend="aot_eager") if compile_after_attach else model
         for step in range(steps):
             handle.set_step(step, steps)
-            model(**batch).loss.backward()
+            call(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             graphs.append(counters["stats"]["unique_graphs"])
     return graphs
+
+
+COMPILE_KEYS = {"neftune_alpha": 5, "neftune_schedule": "cosine", "neftune_seed": 1}
+
+
+def eager_records(recorder, batch, steps):
+    """The records of an eager run of ``steps`` steps; the recorder and dynamo's counters then start afresh."""
+    from torch._dynamo.utils import counters
+
+    train_steps(make_llama().train(), batch, steps, **COMPILE_KEYS)
+    eager = list(recorder.records)
+    recorder.records.clear()
+    torch._dynamo.reset()
+    counters.clear()
+    return eager
+
+
+def assert_the_eager_noise(records, eager, tokens):
+    """Every pass reached the observer with the eager run's alpha, tokens and per-sequence noise norms."""
+    assert len(records) == len(eager), "every compiled training pass reached the observer"
+    assert [int(record.tokens_noised) for record in records] == [tokens] * len(eager)
+    assert [record.alpha for record in records] == [record.alpha for record in eager]
+    for compiled_record, eager_record in zip(records, eager, strict=True):
+        compiled_norms, eager_norms = (
+            compiled_record.sequence_noise_norms(),
+            eager_record.sequence_noise_norms(),
+        )
+        assert torch.allclose(compiled_norms, eager_norms, rtol=1e-5), (compiled_norms, eager_norms)
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
@@ -214,63 +244,24 @@ def test_attach_then_compile_traces_whole_from_the_first_step(recorder, layout):
     """``attach`` then ``torch.compile(fullgraph=True)``: the probe pass at attach learnt where the embeddings go,
     so the very first training step is compiled (no eager pass) and every step, the first included, gets the
     eager run's noise from the same seeded stream."""
-    from torch._dynamo.utils import counters
-
     batch = compile_batches()[layout]
-    keys = {"neftune_alpha": 5, "neftune_schedule": "cosine", "neftune_seed": 1}
-    train_steps(make_llama().train(), batch, 4, **keys)
-    eager = list(recorder.records)
-    recorder.records.clear()
-    torch._dynamo.reset()
-    counters.clear()
-    model = make_llama().train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    graphs = []
-    with neftune(model, **keys) as handle:
-        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-        for step in range(4):
-            handle.set_step(step, 4)
-            compiled(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            graphs.append(counters["stats"]["unique_graphs"])
+    eager = eager_records(recorder, batch, 4)
+    graphs = train_steps(make_llama().train(), batch, 4, compile_after_attach=True, **COMPILE_KEYS)
     assert graphs[0] > 0 and graphs == [graphs[0]] * 4, f"graphs after each step: {graphs}"
-    assert [int(record.tokens_noised) for record in recorder.records] == [26] * 4
-    for compiled_record, eager_record in zip(recorder.records, eager, strict=True):
-        assert compiled_record.alpha == eager_record.alpha
-        compiled_norms, eager_norms = (
-            compiled_record.sequence_noise_norms(),
-            eager_record.sequence_noise_norms(),
-        )
-        assert torch.allclose(compiled_norms, eager_norms, rtol=1e-5), (compiled_norms, eager_norms)
+    assert_the_eager_noise(recorder.records, eager, tokens=26)
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_fullgraph_compiled_training_gets_eager_noise_without_recompiling(recorder, layout):
     """A cosine schedule changes alpha every step and an observer sees every pass: neither recompiles. The noise
     comes from the same seeded stream as in eager mode, so each sequence gets the eager run's noise norm."""
-    from torch._dynamo.utils import counters
-
     batch = compile_batches()[layout]
-    keys = {"neftune_alpha": 5, "neftune_schedule": "cosine", "neftune_seed": 1}
-    train_steps(make_llama().train(), batch, 6, **keys)
-    eager = list(recorder.records)
-    recorder.records.clear()
-    torch._dynamo.reset()
-    counters.clear()
+    eager = eager_records(recorder, batch, 6)
     compiled = torch.compile(make_llama().train(), fullgraph=True, backend="aot_eager")
-    graphs = train_steps(compiled, batch, 6, **keys)
+    graphs = train_steps(compiled, batch, 6, **COMPILE_KEYS)
     # The first pass runs eagerly (it learns the carriers of the embeddings), then one graph serves every step.
     assert graphs[0] == 0 and graphs[1] > 0 and graphs[1:] == [graphs[1]] * 5, (
         f"graphs after each step: {graphs}"
     )
-    assert len(recorder.records) == 6, "every compiled training pass reached the observer"
-    assert [int(record.tokens_noised) for record in recorder.records] == [26] * 6
-    assert [record.alpha for record in recorder.records] == [record.alpha for record in eager]
-    for compiled_record, eager_record in zip(recorder.records, eager, strict=True):
-        compiled_norms, eager_norms = (
-            compiled_record.sequence_noise_norms(),
-            eager_record.sequence_noise_norms(),
-        )
-        assert torch.allclose(compiled_norms, eager_norms, rtol=1e-5), (compiled_norms, eager_norms)
+    assert_the_eager_noise(recorder.records, eager, tokens=26)
     assert_near_paper_norm(eager[-1].sequence_noise_norms().tolist(), eager[-1].alpha, rel=0.2)
