@@ -70,18 +70,18 @@ class Arm:
 
             self.handle = attach(self.model, neftune_alpha=ALPHA)
         elif self.name == "builtin":
-            from neft_plugins import builtin_neftune
+            from neft_plugins import transformers_neftune
 
-            self.handle = builtin_neftune.activate(self.model, ALPHA)
+            self.handle = transformers_neftune.activate(self.model, ALPHA)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.name == "ours":
             self.handle.detach()
         elif self.name == "builtin":
-            from neft_plugins import builtin_neftune
+            from neft_plugins import transformers_neftune
 
-            builtin_neftune.deactivate(self.model, self.handle)
+            transformers_neftune.deactivate(self.model, self.handle)
 
 
 def step(model, optimizer, batch, device: str) -> float:

@@ -7,14 +7,14 @@ import inspect
 import logging
 import os
 import sys
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from neft_plugins import builtin_neftune
+from neft_plugins import transformers_neftune
+from neft_plugins._trainer_patch import WrapOnce, trainer_class_named
 from neft_plugins.attach import NEFTuneHandle, attach
 from neft_plugins.clean_loss import CleanLoss
 from neft_plugins.config import (
@@ -24,8 +24,8 @@ from neft_plugins.config import (
     as_config,
     check_no_double_noise,
 )
+from neft_plugins.engine.structure import compiled_wrapper, unwrap_model
 from neft_plugins.errors import NEFTuneAttachError
-from neft_plugins.structure import compiled_wrapper, unwrap_model
 from neft_plugins.versions import missing_hook_point, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
@@ -49,7 +49,7 @@ class NEFTuneCallback(TrainerCallback):
         self.handle: NEFTuneHandle | None = None
         self._trainer: Trainer | None = None
         self._resumed_from: str | None = None  # what the bound trainer's train() resumes from
-        self._guarded: weakref.WeakSet[Trainer] = weakref.WeakSet()
+        self._guarded = WrapOnce()
         self._clean_loss = CleanLoss(lambda: self.handle is not None)
 
     def bind(self, trainer: Trainer) -> NEFTuneCallback:
@@ -101,11 +101,11 @@ class NEFTuneCallback(TrainerCallback):
 
     def _guard(self, trainer: Trainer, method: str) -> None:
         """Detach if ``trainer.<method>`` raises, and put our logs into the trainer's own log calls."""
-        if trainer in self._guarded:
-            return
-        self._guarded.add(trainer)
-        trainer.log = self._with_neft_logs(trainer.log)
-        setattr(trainer, method, self._detach_on_error(trainer, getattr(trainer, method)))
+        self._guarded.wrap(
+            trainer,
+            log=self._with_neft_logs,
+            **{method: functools.partial(self._detach_on_error, trainer)},
+        )
 
     def _detach_on_error(self, trainer: Trainer, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -144,7 +144,7 @@ class NEFTuneCallback(TrainerCallback):
 
 def _warn_on_policy(trainer: Trainer) -> None:
     """GRPO-style trainers compare the noised policy pass with clean old-policy and reference passes."""
-    name = next((cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in ON_POLICY_TRAINERS), None)
+    name = trainer_class_named(trainer, ON_POLICY_TRAINERS)
     if name is None:
         return
     beta, iterations = (
@@ -196,7 +196,7 @@ def _check_trainer_args(args: Any, neftune_alpha: float) -> None:
 def _remove_builtin_hook(trainer: Trainer) -> None:
     hook = getattr(trainer, "neftune_hook_handle", None)
     if hook is not None:
-        builtin_neftune.deactivate(trainer.model, hook)
+        transformers_neftune.deactivate(trainer.model, hook)
 
 
 def _outermost(trainer: Trainer, model: torch.nn.Module) -> torch.nn.Module:

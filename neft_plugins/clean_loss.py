@@ -7,12 +7,13 @@ import contextlib
 import copy
 import functools
 import logging
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from transformers import Trainer
+
+from neft_plugins._trainer_patch import WrapOnce, trainer_class_named
 
 logger = logging.getLogger("neft_plugins")
 
@@ -38,16 +39,14 @@ class CleanLoss:
 
     def __init__(self, active: Callable[[], bool]) -> None:
         self._active = active
-        self._measured: weakref.WeakSet[Trainer] = weakref.WeakSet()
+        self._measured = WrapOnce()
         # (clean, noised) losses of each micro-batch of the last logging step, normalised as the trainer's
         self._sums: list[torch.Tensor] = []
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def measure(self, trainer: Trainer) -> None:
         """From now on, take the clean loss of ``trainer``'s logging steps (said once where it cannot)."""
-        name = next(
-            (cls.__name__ for cls in type(trainer).__mro__ if cls.__name__ in NOT_LM_LOSS_TRAINERS), None
-        )
+        name = trainer_class_named(trainer, NOT_LM_LOSS_TRAINERS)
         if name is not None or trainer.args.logging_strategy != "steps":
             why = (
                 f"{name}'s loss is not a language-model loss on the batch"
@@ -56,11 +55,13 @@ class CleanLoss:
             )
             logger.warning("neft_plugins: neft/clean_loss is not available here: %s", why)
             return
-        if trainer in self._measured:
-            return
-        self._measured.add(trainer)
-        compute_loss, training_step = trainer.compute_loss, trainer.training_step
+        self._measured.wrap(
+            trainer,
+            compute_loss=functools.partial(self._with_clean_loss, trainer),
+            training_step=self._with_factor,
+        )
 
+    def _with_clean_loss(self, trainer: Trainer, compute_loss: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(compute_loss)
         def compute_loss_and_clean_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             if not (self._active() and model.training and torch.is_grad_enabled() and _logs_next(trainer)):
@@ -72,6 +73,9 @@ class CleanLoss:
             self._pending = (_loss_of(clean).float(), _loss_of(result).detach().float())
             return result
 
+        return compute_loss_and_clean_loss
+
+    def _with_factor(self, training_step: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(training_step)
         def training_step_and_clean_loss(*args: Any, **kwargs: Any) -> Any:
             self._pending = None
@@ -85,8 +89,7 @@ class CleanLoss:
                 self._sums.append(torch.stack([clean * factor, reported.detach().float()]))
             return reported
 
-        trainer.compute_loss = compute_loss_and_clean_loss
-        trainer.training_step = training_step_and_clean_loss
+        return training_step_and_clean_loss
 
     def read_logs(self) -> dict[str, float]:
         """The last logging step's ``neft/clean_loss`` and ``neft/noised_loss`` (empty when none was taken): summed

@@ -29,7 +29,7 @@ class NoiseSampler(Protocol):
 
     ``magnitude`` is a float. Samplers keep the variance of Uniform(-m, m), m²/3, so that one alpha means the
     same noise energy whatever the distribution. A sampler runs as plain Python even inside a compiled graph
-    (``neft_plugins.custom_ops``), so it may use the generator, or anything else, freely.
+    (``neft_plugins.engine.custom_ops``), so it may use the generator, or anything else, freely.
     """
 
     def __call__(

@@ -8,7 +8,7 @@ import functools
 import pluggy
 
 from neft_plugins import hookspecs
-from neft_plugins.builtins import BUILTIN_PLUGINS
+from neft_plugins.builtin_plugins import BUILTIN_PLUGINS
 from neft_plugins.errors import NEFTunePluginError
 from neft_plugins.hookspecs import AlphaSchedule, NoiseSampler
 

@@ -15,24 +15,26 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from neft_plugins.config import BUILTIN_KEY
 from neft_plugins.integrations.llamafactory.compat import WHO, WebUIHooks, webui_hooks
+from neft_plugins.integrations.webui_patch import Route, install_once, relabel_alpha_slider
 from neft_plugins.keys import KEY, KEYS
 from neft_plugins.versions import missing_hook_point
 
-PREVIEW_COMMAND = "neft-llamafactory train"
-TRAIN_COMMAND = [sys.executable, "-m", "neft_plugins.integrations.llamafactory.cli", "train"]
+# `llamafactory-cli train` (what Runner._launch starts, what gen_cmd previews) as `neft-llamafactory train`
+ROUTE = Route(
+    theirs=("llamafactory-cli", "train"),
+    module="neft_plugins.integrations.llamafactory.cli",
+    command="train",
+    shown="neft-llamafactory train",
+)
 # The form's controls, from the core's one declaration of the keys: LLaMA-Factory's own alpha slider (relabelled,
 # its range widened) and a drop-down per key with named choices.
 ALPHA_MAX = KEY["neftune_alpha"].ui_range[1]
 OPTION_KEYS = tuple(key.name for key in KEYS if key.choices is not None)
-
-
-_installed: WebUIHooks | None = None
 
 
 def _make_controls() -> dict[str, Any]:
@@ -71,11 +73,7 @@ def _wrap_create_train_tab(create_train_tab: Callable[..., dict[str, Any]]) -> C
             raise missing_hook_point(
                 "llamafactory", [f"the web UI's Train tab {name}" for name in missing], WHO
             )
-        label, info = KEY["neftune_alpha"].label, KEY["neftune_alpha"].help
-        slider.maximum, slider.label, slider.info, slider.elem_id = ALPHA_MAX, label, info, "neftune-alpha"
-        # Gradio rebuilds a component from its constructor arguments when an event updates it (LLaMA Board
-        # relabels every component on load), and validates inputs against the rebuilt one.
-        slider.constructor_args.update(maximum=ALPHA_MAX, label=label, info=info, elem_id="neftune-alpha")
+        relabel_alpha_slider(slider, elem_id="neftune-alpha")  # LLaMA Board relabels every component on load
         with extra_tab, gr.Row() as row:
             for control in controls.values():
                 control.render()
@@ -116,15 +114,15 @@ def _wrap_parse_train_args(parse: Callable[..., dict[str, Any]]) -> Callable[...
 
 
 def _popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:
-    if isinstance(command, (list, tuple)) and list(command[:2]) == ["llamafactory-cli", "train"]:
-        command = [*TRAIN_COMMAND, *command[2:]]
+    if ROUTE.matches(command):
+        command = ROUTE.argv(command)
     return subprocess.Popen(command, *args, **kwargs)
 
 
 def _wrap_gen_cmd(gen_cmd: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(gen_cmd)
     def gen_cmd_with_neftune(args: dict[str, Any]) -> str:
-        return gen_cmd(args).replace("llamafactory-cli train", PREVIEW_COMMAND, 1)
+        return ROUTE.text(gen_cmd(args))
 
     return gen_cmd_with_neftune
 
@@ -139,11 +137,9 @@ def _update_locales(locales: dict[str, dict[str, dict[str, str]]]) -> None:
                 entry[language]["maximum"] = ALPHA_MAX
 
 
+@install_once
 def install() -> WebUIHooks:
     """Patch LLaMA Board (once per process); every hook point is checked first."""
-    global _installed
-    if _installed is not None:
-        return _installed
     hooks = webui_hooks()
     hooks.interface.create_train_tab = _wrap_create_train_tab(hooks.interface.create_train_tab)
     runner_class = hooks.runner.Runner
@@ -151,7 +147,6 @@ def install() -> WebUIHooks:
     hooks.runner.Popen = _popen
     hooks.runner.gen_cmd = _wrap_gen_cmd(hooks.runner.gen_cmd)
     _update_locales(hooks.locales.LOCALES)
-    _installed = hooks
     return hooks
 
 

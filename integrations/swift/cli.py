@@ -1,60 +1,52 @@
-"""``neft-swift``: ``sft ARGS`` (``swift sft`` with neft-plugins' NEFTune), ``plugin``, ``web-ui``, ``version``.
+"""``neft-swift``: ``sft ARGS`` and ``rlhf ARGS`` (``swift sft`` / ``swift rlhf`` with neft-plugins' NEFTune),
+``plugin``, ``web-ui``, ``version``.
 
-``sft`` takes every ``swift sft`` argument (or a YAML/JSON config first, as ``swift sft`` does) plus the
-``--neftune_*`` keys (:mod:`neft_plugins.keys`).
+``sft`` and ``rlhf`` take every argument of ms-swift's command (or a YAML/JSON config first, as it does) plus the
+``--neftune_*`` keys (:mod:`neft_plugins.keys`). Usage, versions, errors and the torchrun re-launch:
+:mod:`..launcher`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import runpy
-import subprocess
 import sys
 from collections.abc import Sequence
 
-from neft_plugins.keys import usage_lines
-
-USAGE = "\n".join(
-    [
-        "usage:",
-        "  neft-swift sft [CONFIG.yaml] [--key value ...]  `swift sft` with neft-plugins' NEFTune (--neftune_alpha 5)",
-        "  neft-swift plugin [--path]                       the plugin file and flags for `swift sft` itself",
-        "  neft-swift web-ui [--key value ...]              `swift web-ui`, its SFT page's NEFTune slider ours",
-        "  neft-swift version                               versions of neft-plugins and ms-swift",
-        "",
-        "NEFTune keys (--key value; NEFTUNE_KEY=value for `swift sft` itself; `neft keys` explains each):",
-        *usage_lines(),
-        "Other commands: use swift.",
-        "",
-    ]
-)
+from neft_plugins.integrations.launcher import Launcher, is_torchrun_worker
 
 
-def _is_worker() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def sft(argv: Sequence[str]) -> int:
+def run_swift(command: str, argv: Sequence[str]) -> int:
+    """``swift COMMAND argv`` (``sft``, ``rlhf``) with our keys taken out and checked first and our callback named:
+    ms-swift's own entry point for it (``swift/cli/COMMAND.py``) runs in this process."""
     from swift.cli.main import get_torchrun_args, parse_yaml_args
 
     from neft_plugins.integrations.swift.callback import prepare_argv, register, with_callback
 
     argv = list(argv)
-    parse_yaml_args(argv)  # a YAML/JSON config first becomes --key value items, as `swift sft` reads it
+    parse_yaml_args(argv)  # a YAML/JSON config first becomes --key value items, as `swift COMMAND` reads it
     config, rest = prepare_argv(argv)  # bad keys stop here, before ms-swift loads a model
-    torchrun = None if _is_worker() else get_torchrun_args()
-    if torchrun is not None:  # as `swift sft` does (NPROC_PER_NODE, NNODES): each rank runs this command
-        module = "neft_plugins.integrations.swift.cli"
-        command = [sys.executable, "-m", "torch.distributed.run", *torchrun, "-m", module, "sft", *argv]
-        print(f"run sh: `{' '.join(command)}`", flush=True)
-        return subprocess.run(command, check=False).returncode
+    torchrun = None if is_torchrun_worker() else get_torchrun_args()
+    if torchrun is not None:  # as `swift COMMAND` does (NPROC_PER_NODE, NNODES): each rank runs this command
+        launch = [sys.executable, "-m", "torch.distributed.run", *torchrun]
+        return LAUNCHER.relaunch(launch, command, argv, echo="run sh: `{}`")
     register(config)
-    # ms-swift's own entry point (the file `swift sft` runs), in this process, with our callback named.
-    entry = importlib.util.find_spec("swift.cli.sft").origin
+    # ms-swift's own entry point (the file `swift COMMAND` runs), in this process, with our callback named.
+    entry = importlib.util.find_spec(f"swift.cli.{command}").origin
     sys.argv = [entry, *with_callback(rest)]
     runpy.run_path(entry, run_name="__main__")
     return 0
+
+
+def sft(argv: Sequence[str]) -> int:
+    return run_swift("sft", argv)
+
+
+def rlhf(argv: Sequence[str]) -> int:
+    """``swift rlhf`` (DPO and the other preference types, KTO, GRPO, ...): our callback reaches its trainers as
+    it reaches SFT's (ms-swift's trainer mixin builds ``--callbacks``); generation and the reference and old-policy
+    passes run under no_grad, which NEFTune never noises."""
+    return run_swift("rlhf", argv)
 
 
 def plugin(argv: Sequence[str]) -> int:
@@ -77,35 +69,24 @@ def web_ui(argv: Sequence[str]) -> int:
     return 0
 
 
-def version(argv: Sequence[str]) -> int:
-    import neft_plugins
-    from neft_plugins.versions import TESTED, installed_version
-
-    print(f"neft-plugins {neft_plugins.__version__}")
-    print(f"ms-swift {installed_version('ms-swift')} (tested: {', '.join(TESTED['ms-swift'])})")
-    return 0
-
-
-COMMANDS = {"sft": sft, "plugin": plugin, "web-ui": web_ui, "version": version}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from neft_plugins.errors import NEFTuneError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
-    if command in ("help", "-h", "--help"):
-        print(USAGE)
-        return 0
-    if command not in COMMANDS:
-        print(f"neft-swift: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[command](rest)
-    except NEFTuneError as error:  # a bad key: before ms-swift loads a model
-        print(f"neft-swift: error: {error}", file=sys.stderr)
-        return 1
-
+LAUNCHER = Launcher(
+    prog="neft-swift",
+    framework="ms-swift",
+    module="neft_plugins.integrations.swift.cli",
+    commands={"sft": sft, "rlhf": rlhf, "plugin": plugin, "web-ui": web_ui},
+    synopsis=[
+        ("sft [CONFIG.yaml] [--key value ...]", "`swift sft` with neft-plugins' NEFTune (--neftune_alpha 5)"),
+        (
+            "rlhf [CONFIG.yaml] [--key value ...]",
+            "`swift rlhf` (DPO, KTO, GRPO, ...) with neft-plugins' NEFTune",
+        ),
+        ("plugin [--path]", "the plugin file and flags for `swift sft` itself"),
+        ("web-ui [--key value ...]", "`swift web-ui`, its SFT, RLHF and GRPO pages' NEFTune sliders ours"),
+    ],
+    keys_how="--key value; NEFTUNE_KEY=value for `swift sft` itself",
+    others="swift",
+)
+main = LAUNCHER.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -76,7 +76,7 @@ def _first_block_input(model: Any, layout: Layout, seed: int):
     as in training; the layers after it are skipped)."""
     import torch
 
-    from neft_plugins.structure import find_first_block
+    from neft_plugins.engine.structure import find_first_block
 
     block = find_first_block(model, model.get_input_embeddings())
     captured = []
@@ -127,7 +127,7 @@ def measure(
 
 
 def _measure_layout(model: Any, layout: Layout, sequences: list[list[int]], alpha: float, seed: int) -> dict:
-    from neft_plugins import attach, builtin_neftune
+    from neft_plugins import attach, transformers_neftune
 
     results = {}
     clean = _first_block_input(
@@ -141,11 +141,11 @@ def _measure_layout(model: Any, layout: Layout, sequences: list[list[int]], alph
             finally:
                 handle.detach()
         else:
-            hook = builtin_neftune.activate(model, alpha)
+            hook = transformers_neftune.activate(model, alpha)
             try:
                 noise = _first_block_input(model, layout, seed) - clean
             finally:
-                builtin_neftune.deactivate(model, hook)
+                transformers_neftune.deactivate(model, hook)
         squared = noise.float().pow(2).sum(-1)  # [B, T]
         per_seq = {}
         for r, segs in enumerate(layout.segments):

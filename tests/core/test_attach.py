@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neft_plugins import NEFTuneAttachError, NEFTuneConflictError, NEFTuneInputError, attach, neftune
-from neft_plugins.attach import find_input_embeddings
+from neft_plugins.engine.structure import find_input_embeddings
 from support.spy import first_block_input
 from support.tiny import make_llama, make_lora
 

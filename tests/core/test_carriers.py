@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from neft_plugins import NEFTuneInputError, neftune
-from neft_plugins.carriers import Copies, copies_in_first_input, copies_of
-from neft_plugins.plan import PlanReader
+from neft_plugins.engine.carriers import Copies, copies_in_first_input, copies_of
+from neft_plugins.engine.plan import PlanReader
 from neft_plugins.plugins import plugin_manager
 
 ROWS, LENGTH, WIDTH, STREAMS, ALPHA = 3, 20, 16, 4, 5.0

@@ -190,7 +190,7 @@ def test_gaussian_noise_has_the_same_expected_norm():
 
 
 def test_padded_length_matches_transformers_builtin_bit_for_bit():
-    from neft_plugins.builtin_neftune import builtin_hook
+    from neft_plugins.transformers_neftune import builtin_hook
 
     neftune_post_forward_hook = builtin_hook()
 

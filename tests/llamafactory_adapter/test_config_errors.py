@@ -77,7 +77,7 @@ def test_builtin_key_alone_passes_through_with_a_warning(caplog):
 def test_cli_rejects_both_keys_before_loading_anything():
     command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / "sft_full_neftune.yaml")]
     result = run([*command, "neftune_noise_alpha=5"], cwd=ROOT, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"neft-llamafactory: error: {BOTH_KEYS}" in result.stderr
     assert "Loading dataset" not in result.text and "Traceback" not in result.stderr
 
@@ -85,7 +85,7 @@ def test_cli_rejects_both_keys_before_loading_anything():
 def test_cli_rejects_bad_value():
     command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / "sft_full_neftune.yaml")]
     result = run([*command, "neftune_length=row"], cwd=ROOT, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "neft-llamafactory: error: neftune_length: got 'row'; expected one of 'sequence', 'padded'" in (
         result.stderr
     )
@@ -114,7 +114,7 @@ def test_command_line_form_splits_our_keys():
 def test_a_misspelt_flag_gets_our_did_you_mean_before_llamafactory_parses(capsys):
     from neft_plugins.integrations.llamafactory.cli import main
 
-    assert main(["train", "--stage", "sft", "--neftune_alhpa", "5"]) == 1
+    assert main(["train", "--stage", "sft", "--neftune_alhpa", "5"]) == 2
     assert "neft-llamafactory: error: neftune_alhpa: unknown key; did you mean neftune_alpha?" in (
         capsys.readouterr().err
     )

@@ -56,6 +56,7 @@ def test_the_wheel_holds_real_integration_files(built: tuple[Path, Path]) -> Non
         "swift/cli.py",
     ):
         assert f"neft_plugins/integrations/{module}" in names
+    assert "neft_plugins/engine/block_noise.py" in names, "the engine subpackage is shipped"
     metadata = next(name for name in names if name.endswith("METADATA"))
     text = zipfile.ZipFile(built[0]).read(metadata).decode()
     assert "License-Expression: Apache-2.0" in text and "Requires-Dist: packaging" in text

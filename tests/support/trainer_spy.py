@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import torch
 from transformers import TrainerCallback
 
-from neft_plugins.structure import find_first_block, find_input_embeddings, unwrap_model
+from neft_plugins.engine.structure import find_first_block, find_input_embeddings, unwrap_model
 from support.spy import FirstBlockSpy, Pass
 
 

@@ -105,7 +105,7 @@ def test_neft_swift_stops_before_ms_swift_loads_a_model(run_cli, tmp_path):
             "5",
         ]
     )
-    assert run.returncode == 1, run.text
+    assert run.returncode == 2, run.text
     assert f"neft-swift: error: {double_noise_error('neftune_noise_alpha', 5, 5)}" in run.stderr
 
 

@@ -8,7 +8,7 @@ import shutil
 
 import torch
 
-from neft_plugins.stream import STATE_FILE
+from neft_plugins.engine.noise_stream import STATE_FILE
 from support.matrix import on_newest
 
 STEPS = 4

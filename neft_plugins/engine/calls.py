@@ -29,6 +29,7 @@ class CallTracker:
         self.encoder, self.decoder = encoder, decoder
         self.embeddings_path = embeddings_path
         self.embedding_runs = 0  # training passes of the embedding module, to tell when a call bypassed it
+        self._runs_at_last_read = 0
         self._on_start, self._on_end = on_start, on_end
         self._calls: list[tuple[dict[str, Any], int]] = []
         self._stack_depth = 0
@@ -61,6 +62,19 @@ class CallTracker:
 
     def clear(self) -> None:
         self._calls.clear()
+
+    def count_embedding_run(self) -> None:
+        """A training pass ran the embedding module (not counted inside a compiled graph: a counter is a guard)."""
+        self.embedding_runs += 1
+
+    def reset_runs(self) -> None:
+        self.embedding_runs = 0
+
+    def ran_since_last_read(self) -> bool:
+        """Whether a training pass ran the embedding module since the last time this was asked."""
+        ran = self.embedding_runs > self._runs_at_last_read
+        self._runs_at_last_read = self.embedding_runs
+        return ran
 
     def _enter_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         # Every input, by name: segment readers (plugins included) pick what they understand.

@@ -13,8 +13,8 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from neft_plugins.attach import find_input_embeddings
 from neft_plugins.config import BUILTIN_KEY
+from neft_plugins.engine.structure import find_input_embeddings
 
 
 def builtin_hook() -> Callable[..., Any]:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pluggy
 import torch
 
-from neft_plugins import custom_ops
 from neft_plugins.config import NEFTuneConfig
+from neft_plugins.engine import custom_ops
+from neft_plugins.engine.noise_stream import NoiseStream
+from neft_plugins.engine.plan import NoisePlan
+from neft_plugins.engine.stats import NoiseStats
 from neft_plugins.noise import noise_dtype, padded_magnitude, per_token_scale, segment_token_counts
-from neft_plugins.plan import NoisePlan
 from neft_plugins.plugins import distributions
 from neft_plugins.record import NoiseRecord, measure
-from neft_plugins.stats import NoiseStats
-from neft_plugins.stream import NoiseStream
 
 
 class NoiseSource:
@@ -23,11 +23,16 @@ class NoiseSource:
     def __init__(self, owner: object, config: NEFTuneConfig, plugins: pluggy.PluginManager) -> None:
         self.owner = owner
         self.alpha = config.neftune_alpha
+        self.noising = self.alpha > 0  # a bool, not alpha: a compiled graph guards on it, and alpha changes
         self.stats = NoiseStats()
         self.stream = NoiseStream(config.neftune_seed)
         self._sample = distributions()[config.neftune_distribution]
         self._plugins = plugins
         custom_ops.register(id(self), self._draw, self._observe_measured)
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.noising = alpha > 0
 
     def close(self) -> None:
         custom_ops.unregister(id(self))

@@ -1,23 +1,16 @@
-"""The noise's random stream (global RNG, or a seeded per-rank generator), its state in training checkpoints,
-and what activation checkpointing needs to give a recomputed block the very noise its forward pass got."""
+"""The noise's random stream (global RNG, or a seeded per-rank generator) and its state in training checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from neft_plugins.errors import NEFTuneInputError
 
 logger = logging.getLogger("neft_plugins")
 
 STATE_FILE = "neft_state_rank{rank}.pt"  # beside a training checkpoint, one per rank
 SEED_STRIDE = 0x9E3779B97F4A7C15  # keeps the per-rank seeds of one run far apart
-# Noised first-block inputs kept for activation checkpointing's recompute; more means no backward came.
-MAX_REPLAYS = 64
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -95,58 +88,3 @@ class NoiseStream:
                 world_size,
             )
         self.set_state(saved["rng_state"])
-
-
-@dataclass(frozen=True, eq=False)  # told apart by identity: their tensors do not compare to a bool
-class Replay:
-    """The noise one block input received, for activation checkpointing to recompute it exactly."""
-
-    data_ptr: int
-    shape: torch.Size
-    dtype: torch.dtype
-    noise: torch.Tensor
-
-
-class Replays:
-    """transformers 4.x checkpoints a layer's ``__call__``, hooks included, so backward runs the first block's
-    pre-hook again; it must add the same noise. Kept per forward pass, matched by the input's storage (or its
-    shape, when offloading moved it), dropped when used and at every optimizer step."""
-
-    def __init__(self, site: str) -> None:
-        self.site = site
-        self._kept: list[Replay] = []
-
-    def keep(self, hidden: torch.Tensor, noise: torch.Tensor) -> None:
-        self._kept.append(Replay(hidden.data_ptr(), hidden.shape, hidden.dtype, noise))
-        del self._kept[:-MAX_REPLAYS]
-
-    def clear(self) -> None:
-        self._kept.clear()
-
-    def replay_for(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """The noise the block got in its forward pass, when this call is backward's recompute of it."""
-        if not self._kept or torch._C._current_graph_task_id() == -1:
-            return None
-        same = [each for each in self._kept if each.shape == hidden.shape and each.dtype == hidden.dtype]
-        exact = [each for each in same if each.data_ptr == hidden.data_ptr()]
-        if not exact and len(same) > 1:
-            raise NEFTuneInputError(
-                f"activation checkpointing recomputes {self.site} for one of {len(same)} noised passes of the "
-                "same shape whose inputs were moved (offloaded), and NEFTune cannot tell which: run backward "
-                "after each forward pass, or turn activation offloading off."
-            )
-        chosen = (exact or same or [None])[-1]
-        if chosen is None:
-            return None
-        self._kept.remove(chosen)
-        return chosen.noise
-
-
-def may_recompute(block: nn.Module) -> bool:
-    """Whether activation checkpointing may run ``block`` again in backward: its forward runs without autograd
-    (reentrant checkpointing, DeepSpeed's, offloading functions) or under saved-tensor hooks (non-reentrant)."""
-    return (
-        not torch.is_grad_enabled()
-        or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
-        or bool(getattr(block, "gradient_checkpointing", False))
-    )
