@@ -194,8 +194,8 @@ def demo_tests(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("version", list(TESTED["ms-swift"]))
 def swift(session: nox.Session, version: str) -> None:
-    """ms-swift adapter: real `neft-swift sft` and `swift sft --external_plugins` runs on a tiny local Llama; on the
-    newest version also `neft-swift web-ui` in a headless chromium.
+    """ms-swift adapter: real `neft-swift sft`, `neft-swift rlhf` and `swift sft --external_plugins` runs on a tiny
+    local Llama; on the newest version also `neft-swift web-ui` in a headless chromium.
     ms-swift 4.x pulls transformers 5.x, with which its `swift sft` fails at once; the stack it runs with is
     pinned here (see docs/swift.md)."""
     pins = {
@@ -206,7 +206,11 @@ def swift(session: nox.Session, version: str) -> None:
     # transformers 4.57 refuses to import.
     browser = version == TESTED["ms-swift"][-1]
     browser_packages = ["gradio<6", "huggingface-hub<1.0", "playwright", "psutil"] if browser else []
-    _install(session, f"ms-swift=={version}", *pins.get(version, ()), ".[test]", *browser_packages)
+    # ms-swift's GRPO trainer imports msgspec, which it does not require (the GRPO run is on the newest only).
+    grpo_packages = ["msgspec"] if browser else []
+    _install(
+        session, f"ms-swift=={version}", *pins.get(version, ()), ".[test]", *browser_packages, *grpo_packages
+    )
     # As for LLaMA-Factory: the registry's torchvision/torchaudio do not load beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
     if browser:

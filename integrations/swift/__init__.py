@@ -4,7 +4,9 @@
   runs in this process with our callback registered.
 - ``swift sft ... --external_plugins $(neft-swift plugin --path) --callbacks neftune``, our keys as
   ``NEFTUNE_*`` environment variables: for people who keep ``swift sft`` itself (``neft-swift plugin`` prints it).
-- ``neft-swift web-ui``: ms-swift's web UI, whose SFT page's NEFTune slider is ours (:mod:`.webui`).
+- ``neft-swift rlhf ARGS``: the same for ``swift rlhf`` (DPO and the other preference types, KTO, GRPO, ...).
+- ``neft-swift web-ui``: ms-swift's web UI, whose SFT, RLHF and GRPO pages' NEFTune sliders are ours
+  (:mod:`.webui`).
 
 Imports of ms-swift happen only when a command runs.
 """
