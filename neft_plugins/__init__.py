@@ -1,14 +1,16 @@
 """NEFTune — noisy embedding instruction fine-tuning (Jain et al., 2023) — done right.
 
-``NEFTuneCallback`` is imported lazily, so the core needs only torch and pluggy.
+The names backed by torch (``attach``, ``neftune``, ``NEFTuneHandle``, ``NoiseRecord``, ``NEFTuneCallback``) are
+imported when first used: the configuration, the keys, the plugin API and the MLX route (``neft_plugins.mlx``) run
+without torch installed.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from neft_plugins.attach import NEFTuneHandle, attach, neftune
-from neft_plugins.config import CONFIG_KEYS, LENGTHS, NEFTuneConfig
+from neft_plugins.config import CONFIG_KEYS, LENGTHS, SCOPES, NEFTuneConfig
 from neft_plugins.errors import (
     NEFTuneAttachError,
     NEFTuneCompatibilityError,
@@ -19,12 +21,20 @@ from neft_plugins.errors import (
     NEFTunePluginError,
 )
 from neft_plugins.hookspecs import hookimpl, hookspec
-from neft_plugins.noise import SCOPES
 from neft_plugins.plugins import distributions, schedules
-from neft_plugins.record import NoiseRecord
 
 if TYPE_CHECKING:
+    from neft_plugins.handle import NEFTuneHandle, attach, neftune
     from neft_plugins.callback import NEFTuneCallback
+    from neft_plugins.record import NoiseRecord
+
+_TORCH_NAMES = {
+    "NEFTuneCallback": "neft_plugins.callback",
+    "NEFTuneHandle": "neft_plugins.handle",
+    "NoiseRecord": "neft_plugins.record",
+    "attach": "neft_plugins.handle",
+    "neftune": "neft_plugins.handle",
+}
 
 __all__ = [
     "CONFIG_KEYS",
@@ -52,8 +62,6 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name == "NEFTuneCallback":
-        from neft_plugins.callback import NEFTuneCallback
-
-        return NEFTuneCallback
+    if name in _TORCH_NAMES:
+        return getattr(importlib.import_module(_TORCH_NAMES[name]), name)
     raise AttributeError(f"module 'neft_plugins' has no attribute {name!r}")

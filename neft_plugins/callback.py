@@ -15,7 +15,7 @@ from transformers import Trainer, TrainerCallback
 
 from neft_plugins import transformers_neftune
 from neft_plugins._trainer_patch import WrapOnce, trainer_class_named
-from neft_plugins.attach import NEFTuneHandle, attach
+from neft_plugins.handle import NEFTuneHandle, attach
 from neft_plugins.clean_loss import CleanLoss
 from neft_plugins.config import (
     BUILTIN_KEY,

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from neft_plugins.errors import NEFTuneConfigError, NEFTuneConflictError
-from neft_plugins.noise import SCOPES
 
+# Which real tokens get noise (prompt and response told apart by labels == -100, or MLX-LM's offsets).
+SCOPES = ("all", "prompt", "response")
 LENGTHS = ("sequence", "padded")
 # transformers' built-in NEFTune (``TrainingArguments.neftune_noise_alpha``, also the attribute its hook reads on
 # the embedding module), which LLaMA-Factory and ms-swift pass through: named here once, imported everywhere else.

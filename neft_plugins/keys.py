@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from neft_plugins.config import LENGTHS, NEFTuneConfig
-from neft_plugins.noise import SCOPES
+from neft_plugins.config import LENGTHS, SCOPES, NEFTuneConfig
 
 
 @dataclass(frozen=True)

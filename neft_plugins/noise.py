@@ -12,7 +12,6 @@ import struct
 import torch
 
 IGNORE_INDEX = -100
-SCOPES = ("all", "prompt", "response")
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 

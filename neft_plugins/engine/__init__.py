@@ -1,4 +1,4 @@
-"""The machinery behind ``NEFTuneHandle`` (private: only ``neft_plugins.attach`` builds it). One job per module:
+"""The machinery behind ``NEFTuneHandle`` (private: only ``neft_plugins.handle`` builds it). One job per module:
 
 - ``sites``, ``structure``: where the noise goes (the embedding module, the blocks, the noise site's name);
 - ``calls``: the model call in progress, and the embedding module's training runs;

@@ -232,7 +232,7 @@ def first_block_input(block: nn.Module, run: Callable[[], Any]) -> torch.Tensor:
 def install() -> None:
     """Spy on every model NEFTune attaches to in this process, from its attachment to its detachment, each pass
     appended to ``$NEFT_SPY_DIR/rank<RANK>.jsonl``."""
-    attach = importlib.import_module("neft_plugins.attach")  # the package's `attach` is the function
+    attach = importlib.import_module("neft_plugins.handle")  # the package's `attach` is the function
     path = Path(os.environ[SPY_DIR]) / f"rank{os.environ.get('RANK', '0')}.jsonl"
     attach_handle, detach_handle = attach.NEFTuneHandle.__init__, attach.NEFTuneHandle.detach
     spies: weakref.WeakKeyDictionary[Any, FirstBlockSpy] = weakref.WeakKeyDictionary()
