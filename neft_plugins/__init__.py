@@ -24,8 +24,8 @@ from neft_plugins.hookspecs import hookimpl, hookspec
 from neft_plugins.plugins import distributions, schedules
 
 if TYPE_CHECKING:
-    from neft_plugins.handle import NEFTuneHandle, attach, neftune
     from neft_plugins.callback import NEFTuneCallback
+    from neft_plugins.handle import NEFTuneHandle, attach, neftune
     from neft_plugins.record import NoiseRecord
 
 _TORCH_NAMES = {

@@ -15,7 +15,6 @@ from transformers import Trainer, TrainerCallback
 
 from neft_plugins import transformers_neftune
 from neft_plugins._trainer_patch import WrapOnce, trainer_class_named
-from neft_plugins.handle import NEFTuneHandle, attach
 from neft_plugins.clean_loss import CleanLoss
 from neft_plugins.config import (
     BUILTIN_KEY,
@@ -26,6 +25,7 @@ from neft_plugins.config import (
 )
 from neft_plugins.engine.structure import compiled_wrapper, unwrap_model
 from neft_plugins.errors import NEFTuneAttachError
+from neft_plugins.handle import NEFTuneHandle, attach
 from neft_plugins.versions import missing_hook_point, warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
