@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neft_plugins import telemetry
 from neft_plugins.config import NEFTuneConfig, as_config
 from neft_plugins.engine.block_noise import BlockNoise
 from neft_plugins.engine.calls import CallTracker
@@ -87,10 +88,9 @@ class NEFTuneHandle:
             # Its hooks run outside the compiled code: the passes until the carriers are learnt run eagerly.
             self._hooks += self.stance.register(wrapper)
         _attached[self.embeddings] = self
-        settings = ", ".join(
-            f"{key.removeprefix('neftune_')}={value}" for key, value in config.as_dict().items()
+        logger.warning(
+            "neft_plugins: attached NEFTune at %s (%s)", self.noise_site, telemetry.settings(config)
         )
-        logger.warning("neft_plugins: attached NEFTune at %s (%s)", self.noise_site, settings)
         if self.blocks and self.noise.noising and wrapper is None:
             self.learning.probe(model, after=self._after_probe)
 

@@ -27,6 +27,7 @@ TESTED: dict[str, tuple[str, ...]] = {
     "deepspeed": ("0.16.9", "0.19.8"),
     "ms-swift": ("4.1.0", "4.6.0"),
     "unsloth": ("2026.10.9",),
+    "mlx-lm": ("0.32.2",),
 }
 # (oldest, newest) tested, inclusive: inside, every hook point is the same, so no warning.
 TESTED_RANGES: dict[str, tuple[str, str]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from neft_plugins import telemetry
 from neft_plugins.record import NoiseRecord
 
 
@@ -40,22 +41,11 @@ class NoiseStats:
             total + new
             for total, new in zip(self._read, (self.records, noise_sum, sequences, tokens), strict=True)
         ]
-        logs = {"neft/alpha": float(alpha), "neft/tokens_noised": tokens}
-        if sequences:
-            logs["neft/noise_norm"] = noise_sum / sequences
-            logs["neft/embed_norm"] = embed_sum / sequences
-            # How strong the noise is for this model: Gemma's embeddings are sqrt(d) larger than Llama's.
-            if logs["neft/embed_norm"] > 0:
-                logs["neft/noise_to_embed"] = logs["neft/noise_norm"] / logs["neft/embed_norm"]
+        logs = telemetry.log_entries(alpha, noise_sum, embed_sum, sequences, tokens)
         self._reset()
         return logs
 
     def summary(self) -> str:
         """What the attachment applied in all (one host sync): passes, tokens, sequences, mean noise norm."""
         self.read_and_reset(0.0)
-        passes, noise_sum, sequences, tokens = self._read
-        if not passes:
-            return "no training pass got noise"
-        mean = f", mean noise norm {noise_sum / sequences:.4g} per sequence" if sequences else ""
-        plural = "" if passes == 1 else "es"
-        return f"{int(passes)} training pass{plural}, {int(tokens)} tokens noised in {int(sequences)} sequences{mean}"
+        return telemetry.summary(*self._read)

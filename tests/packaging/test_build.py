@@ -92,7 +92,7 @@ def test_the_wheel_installs_in_a_fresh_venv_and_imports_every_integration(
         "import importlib.util, pathlib, neft_plugins, neft_plugins.integrations.llamafactory as lf\n"
         "site = pathlib.Path(neft_plugins.__file__).parent\n"
         "assert pathlib.Path(lf.__file__).is_relative_to(site), lf.__file__\n"
-        "for name in ('axolotl', 'swift'):\n"  # importing them needs Axolotl, ms-swift
+        "for name in ('axolotl', 'swift', 'mlx'):\n"  # importing them needs Axolotl, ms-swift, MLX-LM
         "    spec = importlib.util.find_spec(f'neft_plugins.integrations.{name}')\n"
         "    assert pathlib.Path(spec.origin).is_relative_to(site) and pathlib.Path(spec.origin).is_file()\n"
         "print(site)\n"
