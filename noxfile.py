@@ -73,6 +73,7 @@ nox.options.sessions = [
     "llamafactory",
     "swift",
     "unsloth",
+    "mlx",
     "demo_tests",
 ]
 # uv installs several times faster than pip, whose installs dominated the cells; virtualenv + pip where uv is
@@ -234,3 +235,19 @@ def unsloth(session: nox.Session, version: str) -> None:
     # `import unsloth` refuses the registry's torchvision beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio")
     _pytest(session, "tests/unsloth_adapter")
+
+
+@nox.session
+@nox.parametrize("version", list(TESTED["mlx-lm"]))
+def mlx(session: nox.Session, version: str) -> None:
+    """MLX-LM (its CPU build): `neft-mlx lora` and `neft_plugins.mlx.train` on a tiny local Llama, the MLX catalogue,
+    first in an environment without torch (the MLX route needs none); then torch beside it, for the test that the
+    two engines give the same per-sequence statistics."""
+    session.install(f"mlx-lm=={version}", ".[mlx,test]")
+    session.run(
+        "python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+    )
+    cross_engine = "tests/mlx_adapter/test_cross_engine.py"
+    _pytest(session, "tests/mlx_adapter", f"--ignore={cross_engine}")
+    session.install(*TORCH_CONSTRAINT, "torch==2.13.0")
+    _pytest(session, cross_engine)
