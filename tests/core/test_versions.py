@@ -216,6 +216,7 @@ def test_the_readme_compatibility_table_is_the_tested_versions_table():
         ("unsloth", "Unsloth"),
         ("ms-swift", "ms-swift"),
         ("deepspeed", "DeepSpeed"),
+        ("mlx-lm", "MLX-LM"),
     ):
         versions = tuple(re.findall(r"\d+\.\d+\.\d+", " ".join(tested[name])))
         assert versions == TESTED[package], name

@@ -52,3 +52,21 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, count, seed in (("train", 48, 0), ("valid", 8, 1), ("test", 8, 2)):
         write_jsonl(folder / f"{name}.jsonl", prompt_completion_records(count, seed=seed, lengths=(3, 30)))
     return folder
+
+
+def save_mlx_llama(folder: Path, vocab_size: int) -> None:
+    """The tiny Llama as MLX-LM loads a hub repository: config.json and model.safetensors."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    model = tiny_model(vocab_size=vocab_size)
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (folder / "config.json").write_text(json.dumps({**TINY_LLAMA, "vocab_size": vocab_size}))
+
+
+@pytest.fixture(scope="session")
+def doc_prelude(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The documentation's hub cache with MLX's tiny Llama (no torch here to build transformers')."""
+    from support.doc_blocks import build_prelude
+
+    return build_prelude(tmp_path_factory.mktemp("doc-prelude"), save_model=save_mlx_llama)

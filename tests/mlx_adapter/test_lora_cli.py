@@ -11,6 +11,8 @@ import pytest
 import yaml
 from mlx_adapter.runs import run_lora
 
+from support.env import subprocess_env
+
 ALPHA = 5.0
 
 
@@ -119,7 +121,9 @@ def test_the_console_script_runs_mlx_lm_and_prints_the_reports(tmp_path, model_d
         *("--batch-size", "4", "--num-layers", "2", "--steps-per-report", "1", "--max-seq-length", "64"),
         *("--adapter-path", str(tmp_path), "--neftune_alpha", "5"),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        command, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Iter 2: neft/alpha 5, neft/tokens_noised" in done.stdout
     assert "attached NEFTune at Model.layers[0] (TransformerBlock) input" in done.stderr

@@ -21,6 +21,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from neft_plugins import NEFTuneConfig, NEFTunePluginError, hookimpl
 from neft_plugins.mlx import attach, train
 from neft_plugins.plugins import plugin_manager
+from support.env import subprocess_env
 
 LORA = {"rank": 4, "dropout": 0.0, "scale": 10.0}
 
@@ -304,7 +305,12 @@ def test_the_mlx_route_runs_with_torch_unimportable(tmp_path):
         "assert main(['version']) == 0\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", script],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "detached NEFTune from Model.layers[0] (TransformerBlock) input: 3 training passes" in done.stderr

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from support import ROOT
 from support.env import OFFLINE_ENV
 
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
-ENVS = ("core", "axolotl", "llamafactory", "swift", "unsloth", "demo")
+ENVS = ("core", "axolotl", "llamafactory", "swift", "unsloth", "mlx", "demo")
 KINDS = (*ENVS, "skip", "output")
 LANGUAGES = {"python": "python", "bash": "bash", "sh": "bash", "yaml": "yaml", "yml": "yaml", "toml": "toml"}
 DEFAULT_TIMEOUT = 600
@@ -132,17 +133,17 @@ def blocks_for(env: str) -> list[Block]:
     return [block for block in all_blocks() if block.kind == env]
 
 
-def build_prelude(home: Path) -> dict[str, str]:
+def build_prelude(home: Path, save_model: Callable[[Path, int], None] | None = None) -> dict[str, str]:
     """A hub cache under ``home`` where every ``HUB_MODELS`` name is the tiny Llama and its tokenizer; the
-    environment variables that point the hub client at it, offline."""
-    from support.tiny import CHAT_SPECIALS, make_llama, make_tokenizer, vocabulary
+    environment variables that point the hub client at it, offline. ``save_model(folder, vocab_size)`` writes the
+    model (default: transformers' tiny Llama; the MLX cell writes MLX's, in the same layout, without torch)."""
+    from support.tiny import CHAT_SPECIALS, make_tokenizer, vocabulary
 
     tokenizer = make_tokenizer(CHAT_SPECIALS)
     tokenizer.chat_template = CHAT_TEMPLATE
-    model = make_llama(vocab_size=len(vocabulary(CHAT_SPECIALS)))
     saved = home / "tiny-llama"
     tokenizer.save_pretrained(saved)
-    model.save_pretrained(saved)
+    (save_model or _save_tiny_llama)(saved, len(vocabulary(CHAT_SPECIALS)))
     hub = home / "hub"
     for name in HUB_MODELS:
         revision = hashlib.sha1(name.encode()).hexdigest()  # any 40 hex digits: refs/main names the snapshot
@@ -159,6 +160,12 @@ def build_prelude(home: Path) -> dict[str, str]:
         "HF_DATASETS_CACHE": str(home / "datasets"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
+
+
+def _save_tiny_llama(folder: Path, vocab_size: int) -> None:
+    from support.tiny import make_llama
+
+    make_llama(vocab_size=vocab_size).save_pretrained(folder)
 
 
 def block_environment(prelude: dict[str, str]) -> dict[str, str]:
