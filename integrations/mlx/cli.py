@@ -22,6 +22,7 @@ def lora(argv: Sequence[str]) -> int:
 
     from neft_plugins.integrations.arguments import split_argv, split_config
     from neft_plugins.mlx import train
+    from neft_plugins.mlx.handle import check_config
     from neft_plugins.versions import missing_hook_point, warn_if_untested
 
     if not hasattr(mlx_lora, "train") or not hasattr(mlx_lora, "build_parser"):
@@ -34,6 +35,7 @@ def lora(argv: Sequence[str]) -> int:
     parsed, _ = mlx_lora.build_parser().parse_known_args(rest)
     from_yaml = _yaml_config(parsed.config, mlx_lora.yaml_loader)
     config, _ = split_config({**from_yaml, **ours})  # bad keys stop here, before MLX-LM loads a model
+    check_config(config)
     resume = parsed.resume_adapter_file or from_yaml.get("resume_adapter_file")
     original = mlx_lora.train
     mlx_lora.train = functools.partial(train, config=config, resume_adapter_file=resume)

@@ -22,7 +22,7 @@ import mlx.nn as nn
 
 from neft_plugins import telemetry
 from neft_plugins.config import NEFTuneConfig
-from neft_plugins.errors import NEFTuneAttachError, NEFTunePluginError
+from neft_plugins.errors import NEFTuneAttachError, NEFTuneConfigError, NEFTunePluginError
 from neft_plugins.mlx.noise import noised_positions, pass_key, per_token_scale, row_norms, unit_noise
 from neft_plugins.plugins import plugin_manager, schedules
 
@@ -52,8 +52,9 @@ class MLXNEFTune:
         first_pass: int = 0,
         seed: int | None = None,
     ) -> None:
+        check_config(config)
         self.config = config
-        self._distribution = _mlx_distribution(config.neftune_distribution)
+        self._distribution = config.neftune_distribution
         self.block = _first_block(model)
         self.site = f"{type(model).__name__}.layers[0] ({type(self.block).__name__}) input"
         self.world = mx.distributed.init()
@@ -243,9 +244,16 @@ def _noised_class(base: type) -> type:
     return _noised_classes[base]
 
 
-def _mlx_distribution(name: str) -> str:
+def check_config(config: NEFTuneConfig) -> None:
+    """What MLX cannot do, refused before any model loads: the clean-loss pass, a plugin's (torch) sampler."""
+    if config.neftune_clean_loss:
+        raise NEFTuneConfigError(
+            "neftune_clean_loss: got true; on MLX-LM, where the training step is compiled whole, the extra "
+            "noise-free pass is not available: use false (neft/clean_loss is logged by the torch integrations)"
+        )
+    name = config.neftune_distribution
     if name in DISTRIBUTIONS:
-        return name
+        return
     owner = next(
         (
             plugin_name
