@@ -20,9 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
+import json
 import math
 import os
 import pkgutil
+import subprocess
 import sys
 import time
 import traceback
@@ -173,6 +176,8 @@ EXACT: dict[str, Any] = {
     **dict.fromkeys(("sliding_window", "sliding_window_size", "attention_window_size", "window_size"), 8),
     "sliding_window_pattern": 2,  # of 2 layers: one sliding, one global
     **dict.fromkeys(("num_kv_shared_layers", "num_kv_reuse_layers"), 0),  # no layer reads another's cache
+    "full_attention_interval": 2,  # of 2 layers: one linear, one full attention
+    "moe_top_k": 2,
     "first_k_dense_replace": 1,  # layer 0 dense, layer 1 MoE
     "num_dense_layers": 1,
     "routed_scaling_factor": 1.0,
@@ -216,6 +221,23 @@ EXACT: dict[str, Any] = {
     "logits_soft_cap": 30.0,
     "tie_word_embeddings": False,
 }
+# Per-layer lists, for list fields (required or defaulting to None): 2 layers of different kinds where the
+# family has kinds.
+LISTS: dict[str, list[Any]] = {
+    "layer_types": ["sliding_attention", "full_attention"],
+    "moe_layer_freq": [0, 1],
+    "hybrid_layer_pattern": [1, 0],
+    "no_rope_layers": [1, 0],
+    "block_types": ["recurrent", "attention"],
+    "num_query_heads": [HEADS, HEADS],
+    "num_kv_heads": [KV_HEADS, KV_HEADS],
+    "ffn_multipliers": [2.0, 2.0],
+    "time_step_limit": [0.0, float("inf")],
+    "is_moe_layer": [False, True],
+    "mlp_layer_types": ["dense", "sparse"],
+    "activation_sparsity_pattern": [0.0, 0.0],
+}
+ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 # Parts of field names, for the fields EXACT does not name: (part, value, only shrink an int default).
 PARTS: tuple[tuple[str, Any, bool], ...] = (
     ("experts_per", 2, True),
@@ -232,12 +254,100 @@ PARTS: tuple[tuple[str, Any, bool], ...] = (
     ("sliding_window", 8, True),
     ("vocab", VOCAB, True),
 )
-MAX_PARAMETERS = 4_000_000  # a guard: MLX builds lazily, so a config left big fails here, not out of memory
+MAX_PARAMETERS = 16_000_000  # a guard: MLX builds lazily, so a config left big fails here, not out of memory
 NOISY = ("dropout", "drop_path")  # float fields containing one -> 0
 
 # Per-family fixes, applied last: only where the generic values cannot be right. A callable gets the filled
 # values (a dict) and returns the fixes.
-FIXES: dict[str, dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]] = {}
+FIXES: dict[str, dict[str, Any]] = {
+    "phi3small": {"vocab_size": 100352},  # it writes -inf into the logits of token ids up to 100351
+    "baichuan_m1": {"conv_window": 2},  # asserted
+    "dbrx": {
+        "ffn_config": {"ffn_hidden_size": FFN, "moe_num_experts": EXPERTS, "moe_top_k": 2},
+        "attn_config": {"kv_n_heads": KV_HEADS, "clip_qkv": 8.0, "rope_theta": 10000.0},
+    },
+    "deepseek_v2": {"rope_scaling": {"factor": 1.0, "type": "yarn", "original_max_position_embeddings": 64}},
+    "minicpm3": {"rope_scaling": {"type": "longrope", "long_factor": [1.0] * 4, "short_factor": [1.0] * 4}},
+    "hunyuan": {"rope_scaling": {"alpha": 1.0, "factor": 1.0, "type": "dynamic"}},
+    "exaone4": {"sliding_window_pattern": "LG"},
+    "jamba": {
+        "attn_layer_period": 2,
+        "attn_layer_offset": 1,
+        "expert_layer_period": 2,
+        "expert_layer_offset": 1,
+    },
+    "kimi_linear": {"linear_attn_config": {"kda_layers": [1], "num_heads": HEADS, "head_dim": HEAD_DIM}},
+    "lfm2": {"layer_types": ["conv", "full_attention"]},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    "lfm2-vl": {"text_config": {"layer_types": ["conv", "full_attention"]}},
+    "olmo_hybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "laguna": {"layer_types": ["sliding_attention", "full_attention"]},
+    "mistral4": {
+        "rope_parameters": {**ROPE, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 64}
+    },
+    "ministral3": {
+        "rope_parameters": {**ROPE, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 64}
+    },
+    "nemotron_h": {"hybrid_override_pattern": ["M", "*"], "mamba_num_heads": 4, "mamba_head_dim": 16},
+    "nemotron-nas": {"block_configs": [{"attention": {"n_heads_in_group": 2}, "ffn": {"ffn_mult": 2.0}}] * 2},
+    "plamo": {"n_shared_head": 2},
+    "spark2_5": {"rope_parameters": {"sliding_attention": ROPE, "full_attention": ROPE}},
+    "falcon_h1": {"mamba_d_ssm": HIDDEN, "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_expand": 1},
+    "step3p5": {"moe_top_k": 2},
+    "glm_moe_dsa": {"rope_parameters": ROPE, "topk_method": "noaux_tc"},
+    "kimi_k3": {
+        "text_config": {
+            "linear_attn_config": {
+                "kda_layers": [1],
+                "num_heads": HEADS,
+                "head_dim": HEAD_DIM,
+                "short_conv_kernel_size": 4,
+            }
+        }
+    },
+    "longcat_flash": {"mla_scale_q_lora": True, "mla_scale_kv_lora": True, "zero_expert_type": "identity"},
+    "longcat_flash_ngram": {
+        "mla_scale_q_lora": True,
+        "mla_scale_kv_lora": True,
+        "zero_expert_type": "identity",
+    },
+    "mellum": {"rope_parameters": {"sliding_attention": ROPE, "full_attention": ROPE}},
+    "muse_spark": {
+        "text_config": {
+            "mlp_layer_types": ["sparse", "sparse"],
+            "num_shared_experts": 0,
+            "rope_parameters": ROPE,
+            "layer_rope_theta": [10000.0, 10000.0],
+        }
+    },
+    "mimo_v2_flash": {"topk_method": "noaux_tc"},
+    "granitemoehybrid": {
+        "layer_types": ["mamba", "attention"],
+        "mamba_n_heads": 4,
+        "mamba_d_head": 16,
+        "mamba_d_state": 16,
+        "mamba_d_conv": 4,
+        "mamba_n_groups": 1,
+        "mamba_proj_bias": False,
+        "mamba_conv_bias": True,
+    },
+    "llama4": {  # chunked attention reads the cache of layer 3: 4 layers
+        "text_config": {
+            "rope_scaling": None,
+            "interleave_moe_layer_step": 2,
+            "num_experts_per_tok": 1,
+            "num_hidden_layers": 4,
+            "no_rope_layers": [1, 1, 1, 0],
+        }
+    },
+    "mistral3": {
+        "text_config_from": "ministral3",
+        "text_config": {
+            "rope_parameters": {**ROPE, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 64}
+        },
+    },
+    "qwen3_5_moe": {"text_config_from": "qwen3_5:TextModelArgs"},
+}
 
 
 @dataclasses.dataclass
@@ -272,23 +382,38 @@ def load(name: str) -> Any:
 # --- tiny configurations ----------------------------------------------------------------------------------------
 
 
-def _field_value(name: str, field: dataclasses.Field, kind: Any, default: Any, required: bool) -> Any:
+def _field_value(name: str, kind: Any, default: Any, required: bool) -> Any:
+    listed = _is_list(kind) or isinstance(default, (list, tuple))
+    if name in LISTS and (listed or (default is None and name not in EXACT)):
+        return list(LISTS[name])
     if name in EXACT:
         return EXACT[name]
     lower = name.lower()
     if isinstance(default, float) and any(part in lower for part in NOISY):
         return 0.0
+    integer = _is_int(kind) or (isinstance(default, int) and not isinstance(default, bool))
     for part, value, shrink in PARTS:
-        if part in lower:
-            if not required and shrink:
-                if isinstance(default, int) and not isinstance(default, bool) and default > value:
-                    return value
-                return default
-            if required or isinstance(default, int):
+        if integer and part in lower:
+            if required or not shrink:
                 return value
+            return value if isinstance(default, int) and default > value else default
     if not required:
         return default
     return _by_type(kind)
+
+
+def _is_list(kind: Any) -> bool:
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    if typing.get_origin(kind) is typing.Union and len(args) == 1:
+        kind = args[0]
+    return kind in (list, tuple) or typing.get_origin(kind) in (list, tuple)
+
+
+def _is_int(kind: Any) -> bool:
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    if typing.get_origin(kind) is typing.Union and len(args) == 1:
+        kind = args[0]
+    return kind is int or kind == "int"
 
 
 def _by_type(kind: Any) -> Any:
@@ -331,9 +456,7 @@ def fill(cls: type, family: str, given: dict[str, Any] | None = None) -> dict[st
         if field.name == "model_type":
             values[field.name] = default if isinstance(default, str) and default else family
             continue
-        values[field.name] = _field_value(
-            field.name, field, hints.get(field.name, field.type), default, required
-        )
+        values[field.name] = _field_value(field.name, hints.get(field.name, field.type), default, required)
     values.update(given or {})
     return values
 
@@ -379,15 +502,16 @@ def tiny_args(family: str) -> dict[str, Any]:
     values = fill(module.ModelArgs, family)
     fixes = FIXES.get(family, {})
     if "text_config" in values:
-        nested = fixes.get("text_config_from") if isinstance(fixes, dict) else None
-        cls = load(nested).ModelArgs if nested else _nested_text_class(module)
+        nested = fixes.get("text_config_from")  # "family" or "family:ArgsClass"
+        if nested:
+            nested_family, _, class_name = nested.partition(":")
+            cls = getattr(load(nested_family), class_name or "ModelArgs")
+        else:
+            nested_family, class_name, cls = family, "", _nested_text_class(module)
         if cls is not None:
-            text = fill(cls, nested or family, values.get("text_config") or None)
-            values["text_config"] = {key: value for key, value in text.items() if value is not None}
-            if nested:
-                values["text_config"]["model_type"] = nested
-    if callable(fixes):
-        fixes = fixes(values)
+            values["text_config"] = fill(cls, nested_family, values.get("text_config") or None)
+            if nested and not class_name:
+                values["text_config"]["model_type"] = nested_family
     fixes = {key: value for key, value in fixes.items() if key != "text_config_from"}
     for key, value in fixes.items():
         if key == "text_config" and isinstance(value, dict) and isinstance(values.get("text_config"), dict):
@@ -428,11 +552,12 @@ class FirstBlockSpy:
 
     def __enter__(self) -> FirstBlockSpy:
         original = self.cls.__call__
+        first = list(inspect.signature(original).parameters)[1]  # after self: x, inputs, hidden_states, ...
         spy = self
 
         def __call__(block: Any, *args: Any, **kwargs: Any) -> Any:
             if block is spy.block:
-                spy.calls.append(args[0] if args else next(iter(kwargs.values()), None))
+                spy.calls.append(args[0] if args else kwargs.get(first))
             return original(block, *args, **kwargs)
 
         self.cls.__call__ = __call__
@@ -516,7 +641,7 @@ def _noise_check(clean: mx.array, noised: mx.array) -> tuple[str | None, str]:
     return None, " ".join(f"{ratio:.3f}" for ratio in ratios)
 
 
-def check(family: str) -> Result:
+def check(family: str, stage: Callable[[str], None] = lambda step: None) -> Result:
     from neft_plugins.config import NEFTuneConfig
     from neft_plugins.errors import NEFTuneAttachError
     from neft_plugins.mlx.handle import MLXNEFTune
@@ -550,7 +675,7 @@ def check(family: str) -> Result:
     if not isinstance(block, nn.Module):
         # Nothing to spy on: NEFTune must refuse.
         try:
-            MLXNEFTune(model, NEFTuneConfig(neftune_alpha=ALPHA), total_steps=4)
+            MLXNEFTune(model, NEFTuneConfig(neftune_alpha=ALPHA), total_steps=4, seed=0)
         except NEFTuneAttachError as error:
             return result("refused", str(error))
         return result("wrong", "attached to a model with no model.layers[0] block")
@@ -569,8 +694,9 @@ def check(family: str) -> Result:
         except BaseException as error:
             return result("not built", f"forward under the spy: {why(error)}")
         weights = _weights(model)
+        stage("checking NEFTune")
         try:
-            handle = MLXNEFTune(model, NEFTuneConfig(neftune_alpha=ALPHA), total_steps=4)
+            handle = MLXNEFTune(model, NEFTuneConfig(neftune_alpha=ALPHA), total_steps=4, seed=0)
         except NEFTuneAttachError as error:
             if type(model.layers[0]) is not base_class:
                 return result("wrong", f"refused, but left layers[0] a {type(model.layers[0]).__name__}")
@@ -628,14 +754,59 @@ def check(family: str) -> Result:
 
 
 def sweep(names: Iterable[str] | None = None, log: Callable[[str], None] | None = None) -> list[Result]:
-    results = []
-    for name in names or families():
-        res = check(name)
-        if res.status != "skipped":
+    """``check`` each family in a child process (one for all, started again after one that crashes it: some
+    families abort MLX natively)."""
+    pending = list(names or families())
+    results: list[Result] = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    while pending:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mlx_adapter.mlx_catalogue", "--child", *pending],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if not os.environ.get("MLX_CATALOGUE_DEBUG") else None,
+            text=True,
+            env=env,
+        )
+        stage, started = "", 0.0
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith(STAGE):
+                stage, started = line[len(STAGE) :].strip(), time.perf_counter()
+            elif line.startswith(RESULT):
+                res = Result(**json.loads(line[len(RESULT) :]))
+                pending.remove(res.family)
+                stage = ""
+                if res.status != "skipped":
+                    results.append(res)
+                if log:
+                    log(f"{res.family:24s} {res.seconds:6.1f}s  {res.line[:200]}")
+        code = child.wait()
+        if pending and code != 0 and stage:
+            family, step = stage.split(" ", 1)
+            status = "wrong" if step == "checking NEFTune" else "not built"
+            res = Result(
+                family,
+                status,
+                f"the process died (exit code {code}) while {step}",
+                time.perf_counter() - started,
+            )
+            pending.remove(family)
             results.append(res)
-        if log:
-            log(f"{name:24s} {res.seconds:6.1f}s  {res.line[:200]}")
+            if log:
+                log(f"{res.family:24s} {res.seconds:6.1f}s  {res.line[:200]}")
+        elif pending:
+            raise RuntimeError(f"the catalogue's child process exited {code} before {pending[0]}")
     return results
+
+
+STAGE, RESULT = "@@stage ", "@@result "
+
+
+def _child(names: list[str]) -> None:
+    for name in names:
+        print(f"{STAGE}{name} building", flush=True)
+        res = check(name, stage=lambda step, name=name: print(f"{STAGE}{name} {step}", flush=True))
+        print(RESULT + json.dumps(dataclasses.asdict(res)), flush=True)
 
 
 def reason_group(res: Result) -> str:
@@ -644,14 +815,22 @@ def reason_group(res: Result) -> str:
         if "no model.layers" in text:
             return "no model.layers list of blocks"
         if "times in one forward pass" in text:
-            return "the first block runs more than once per forward pass"
+            return (
+                "the first block does not run once per forward pass (its parts are called directly, or loops)"
+            )
         if "mixed" in text:
             return "positions mixed before the first block"
         if "first argument is" in text:
-            return "the first block's first argument is not [batch, tokens, width]"
+            return "the first block's first argument is not [batch, tokens, width] (streams stacked on a new axis)"
+        if "missing 1 required positional argument" in text:
+            return "the first block is called with its input as a keyword argument (the probe's call fails)"
         return text.split(":")[0]
     if "Metal" in text:
-        return "needs the Metal back-end (macOS)"
+        return "needs the Metal back-end (macOS): a custom Metal kernel in its forward pass"
+    if "SystemExit" in text:
+        return "its module exits on import without an extra package (olmo: ai2-olmo)"
+    if "Hadamard pack" in text:
+        return "needs a checkpoint's rotation pack metadata to build"
     if text.startswith("import:"):
         return "does not import: " + text.split(":", 2)[1].strip()
     return text.split(":")[0]
@@ -700,7 +879,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("families", nargs="*", help="families to check (default: all)")
     parser.add_argument("--write", help="write the generated table to this file (docs/mlx_models.md)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.child:
+        _child(options.families)
+        return 0
     start = time.perf_counter()
     results = sweep(options.families or None, log=lambda line: print(line, flush=True))
     counts = Counter(res.status for res in results)
