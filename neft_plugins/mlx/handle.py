@@ -12,6 +12,7 @@ get no noise, bit for bit.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -235,10 +236,22 @@ def _first_block(model: nn.Module) -> nn.Module:
 
 def _noised_class(base: type) -> type:
     if base not in _noised_classes:
+        # What the block receives, by position or by its name (GPT-J calls `block(inputs=...)`).
+        first = list(inspect.signature(base.__call__).parameters)[1]
 
-        def __call__(self: Any, x: mx.array, *args: Any, **kwargs: Any) -> Any:
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            noised = self._neftune_attachment.noised
+            if args:
+                args = (noised(self, args[0]), *args[1:])
+            elif first in kwargs:
+                kwargs[first] = noised(self, kwargs[first])
+            else:  # never a pass without noise unsaid
+                raise NEFTuneAttachError(
+                    f"{base.__name__} was called with no positional argument and no {first!r}, so NEFTune cannot "
+                    "tell which argument is what the block receives"
+                )
             # The base class's call looked up now: MLX-LM's --grad-checkpoint replaces it on the class.
-            return base.__call__(self, self._neftune_attachment.noised(self, x), *args, **kwargs)
+            return base.__call__(self, *args, **kwargs)
 
         _noised_classes[base] = type(f"NEFTune{base.__name__}", (base,), {"__call__": __call__})
     return _noised_classes[base]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
@@ -555,6 +556,7 @@ class FirstBlockSpy:
         first = list(inspect.signature(original).parameters)[1]  # after self: x, inputs, hidden_states, ...
         spy = self
 
+        @functools.wraps(original)  # NEFTune reads the block's signature through it (GPT-J's `inputs=`)
         def __call__(block: Any, *args: Any, **kwargs: Any) -> Any:
             if block is spy.block:
                 spy.calls.append(args[0] if args else kwargs.get(first))
