@@ -3,7 +3,7 @@
 On a GPU each op is at least one kernel launch (small and medium models feel them), and a host sync stalls the
 launch queue. This counts them on any device with a ``TorchDispatchMode`` around one training forward of a model
 that is token embeddings and one block (so both of NEFTune's hooks run), for every batch layout the segment
-readers know. Arms: ours (``neft_plugins.handle``), transformers' built-in hook, and none; an arm's ops minus
+readers know. Arms: ours (``neft_plugins.attach``), transformers' built-in hook, and none; an arm's ops minus
 none's are what its noise path adds. Counts are exact and the same on every run.
 
     python benchmarks/op_count.py          # writes benchmarks/results/op_count.json and .md

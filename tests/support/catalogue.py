@@ -636,7 +636,7 @@ def measure(entry: Entry, model: nn.Module) -> Result:
     batch = text_batch(model)
     clean = block_runs(model, batch)
     try:
-        handle = neft_plugins.handle(model, neftune_alpha=ALPHA)
+        handle = neft_plugins.attach(model, neftune_alpha=ALPHA)
     except refusal_errors() as error:
         return Result(entry.id, "refused", str(error))
     try:
