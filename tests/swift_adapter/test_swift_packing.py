@@ -1,5 +1,5 @@
 """Packing: the batch ms-swift's own padding-free collator builds (`--packing`/`--padding_free`: one row, position_ids
-restarting at each sequence, no attention mask) fed through the tiny Llama with `neft_plugins.handle`. The CLI
+restarting at each sequence, no attention mask) fed through the tiny Llama with `neft_plugins.attach`. The CLI
 refuses packing on CPU (it needs a flash-attention backend), so this checks the layout, not a `swift sft` run."""
 
 from __future__ import annotations
