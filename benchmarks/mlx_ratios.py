@@ -6,34 +6,20 @@ MLX-LM's compiled step), measured by the tests' spy: the ratio to alpha/sqrt(3),
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
-import mlx.core as mx
 import pytest
-from mlx.utils import tree_flatten
-from mlx_adapter.conftest import CHAT_TEMPLATE, TINY_LLAMA, tiny_model
+from mlx_adapter.assets import save_model_dir, write_data
 from mlx_adapter.runs import run_lora
-
-from support.tiny import make_tokenizer, prompt_completion_records, write_jsonl
 
 ALPHA = 5.0
 
 
 def main() -> None:
     root = Path(tempfile.mkdtemp())
-    model_dir, data = root / "model", root / "data"
-    tokenizer = make_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(model_dir)
-    model = tiny_model(vocab_size=len(tokenizer))
-    mx.save_safetensors(str(model_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (model_dir / "config.json").write_text(json.dumps({**TINY_LLAMA, "vocab_size": len(tokenizer)}))
-    data.mkdir()
-    for name, count, seed in (("train", 48, 0), ("valid", 8, 1)):
-        write_jsonl(data / f"{name}.jsonl", prompt_completion_records(count, seed=seed, lengths=(3, 30)))
+    model_dir, data = save_model_dir(root / "model"), write_data(root / "data")
     with pytest.MonkeyPatch.context() as monkeypatch:
         run = run_lora(
             monkeypatch, model_dir, data, root / "out", "--iters", "20", "--steps-per-eval", "20",

@@ -12,7 +12,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx_adapter.conftest import tiny_model
+from mlx_adapter.assets import tiny_model
 from mlx_adapter.spy import FirstBlockSpy
 from mlx_adapter.test_lora_cli import assert_the_papers_noise
 from mlx_lm.tuner import trainer
@@ -169,22 +169,13 @@ def test_grad_checkpoint_checkpoints_every_block_and_draws_the_same_noise(tmp_pa
 
 def test_the_seed_is_independent_of_the_global_rng_and_resuming_continues_the_stream(tmp_path):
     data = records(48)
-    whole, _, _ = spied_run(
-        tmp_path / "whole",
-        data=data,
-        seed=0,
-        args=short_args(tmp_path / "whole", iters=4),
-        neftune_alpha=5,
-        neftune_seed=7,
-    )
-    other_rng, _, _ = spied_run(
-        tmp_path / "rng",
-        data=data,
-        seed=1,
-        args=short_args(tmp_path / "rng", iters=4),
-        neftune_alpha=5,
-        neftune_seed=7,
-    )
+    whole, other_rng = (
+        spied_run(
+            tmp_path / name, data=data, seed=seed, args=short_args(tmp_path / name, iters=4), neftune_alpha=5,
+            neftune_seed=7,
+        )[0]
+        for name, seed in (("whole", 0), ("rng", 1))
+    )  # fmt: skip
     assert same_noise(other_rng.steps, whole.steps)
     other_seed, _, _ = spied_run(
         tmp_path / "seed",
