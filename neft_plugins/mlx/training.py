@@ -64,6 +64,16 @@ def train(
         first_pass=saved.get("passes", 0),
         seed=saved.get("seed"),
     )
+    if saved and (saved.get("world_size"), saved.get("seed")) != (handle.world.size(), handle.seed):
+        logger.warning(
+            "neft_plugins: %s's noise stream was saved by %s processes with seed %s; this run has %s with seed %s, "
+            "so each rank's stream does not continue exactly",
+            resume_adapter_file,
+            saved.get("world_size"),
+            saved.get("seed"),
+            handle.world.size(),
+            handle.seed,
+        )
     try:
         trainer.train(
             model,

@@ -305,3 +305,11 @@ def test_the_mlx_route_runs_with_torch_unimportable(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "detached NEFTune from Model.layers[0] (TransformerBlock) input: 3 training passes" in done.stderr
+
+
+def test_resuming_with_another_seed_or_world_size_says_the_stream_does_not_continue(tmp_path, caplog):
+    (tmp_path / "adapters.neftune.json").write_text('{"seed": 1, "passes": 2, "world_size": 2}')
+    spied_run(tmp_path / "run", resume_adapter_file=str(tmp_path / "adapters.safetensors"), neftune_alpha=5)
+    assert "noise stream was saved by 2 processes with seed 1; this run has 1 with seed 1" in caplog.text
+    spied_run(tmp_path / "none", resume_adapter_file=str(tmp_path / "missing.safetensors"), neftune_alpha=5)
+    assert "missing.safetensors has no NEFTune noise stream beside it" in caplog.text
