@@ -1,4 +1,5 @@
-"""Session fixtures: the tiny local assets, built once, and cached ``axolotl train`` runs of the examples."""
+"""Session fixtures: one dataset_prepared_path, and cached ``axolotl train`` runs of the examples on the shared tiny
+assets (``tests/conftest.py``'s ``tiny``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,10 @@ from typing import Any
 
 import pytest
 
-from support.axolotl_cli import AxolotlRun, build_assets, example_config, run_axolotl
+from support import ROOT
+from support.axolotl_cli import example_config, run_axolotl
+from support.cli_run import CliRun
 from support.matrix import is_newest
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny Llama + tokenizer and the jsonl datasets, built once per session."""
-    return build_assets(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
@@ -28,27 +23,22 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def train_example(tiny: dict[str, Path], prepared: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``train_example(name, **overrides)`` runs an example config once per session and caches the run.
+def train_example(tiny, prepared: Path, runs):
+    """``train_example(name, **overrides)`` runs an example config once per session (``runs``).
 
     On the newest Axolotl the plain LoRA example runs as users who try the examples type it: Axolotl's default
     launcher (accelerate, which starts ``python -m``, putting the working directory first on ``sys.path``) from the
     repository root, where ``neft_plugins/`` is the source folder. The other runs use ``--launcher python``
     in their own folder to keep the session short.
     """
-    runs: dict[tuple, AxolotlRun] = {}
 
-    def train(name: str, **overrides: Any) -> AxolotlRun:
-        key = (name, tuple(sorted(overrides.items())))
-        if key not in runs:
-            folder = tmp_path_factory.mktemp(f"axolotl-{name}")
-            as_users_type_it = key == ("lora", ()) and is_newest("axolotl")
-            runs[key] = run_axolotl(
-                example_config(name, tiny, folder, dataset_prepared_path=str(prepared), **overrides),
-                folder,
-                launcher=None if as_users_type_it else "python",
-                cwd=REPOSITORY_ROOT if as_users_type_it else None,
-            )
-        return runs[key]
+    def axolotl_example(folder: Path, name: str, **overrides: Any) -> CliRun:
+        as_users_type_it = name == "lora" and not overrides and is_newest("axolotl")
+        return run_axolotl(
+            example_config(name, tiny, folder, dataset_prepared_path=str(prepared), **overrides),
+            folder,
+            launcher=None if as_users_type_it else "python",
+            cwd=ROOT if as_users_type_it else None,
+        )
 
-    return train
+    return runs.cached(axolotl_example)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
-from support.axolotl_cli import SEQUENCE_LEN, AxolotlRun, longest_alpaca_tokens
+from support.axolotl_cli import SEQUENCE_LEN, longest_alpaca_tokens
+from support.cli_run import CliRun
 from support.logs import ATTACHED, DETACHED
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, paper_norm
@@ -24,26 +24,26 @@ ALPHA = 5.0
 TOLERANCE = 0.05
 
 
-def assert_lifecycle(run: AxolotlRun) -> None:
+def assert_lifecycle(run: CliRun) -> None:
     """Attached before the first training step, detached after the last, and noise on every step."""
     assert run.returncode == 0, run.describe()
-    assert len(run.steps) == run.config["max_steps"], run.describe()
-    attached = run.output.find(ATTACHED)
-    detached = run.output.find(DETACHED)
-    first_step = run.output.find("'neft/noise_norm'")
-    last_step = run.output.rfind("'neft/noise_norm'")
+    assert len(run.metrics) == run.config["max_steps"], run.describe()
+    attached = run.text.find(ATTACHED)
+    detached = run.text.find(DETACHED)
+    first_step = run.text.find("'neft/noise_norm'")
+    last_step = run.text.rfind("'neft/noise_norm'")
     assert 0 <= attached < first_step, "the plugin's callback did not attach before training"
     assert last_step < detached, "the plugin's callback did not detach after training"
-    assert run.output.count(ATTACHED) == run.output.count(DETACHED) == 1
-    assert run.metric("neft/alpha") == [ALPHA] * len(run.steps)
+    assert run.text.count(ATTACHED) == run.text.count(DETACHED) == 1
+    assert run.metric("neft/alpha") == [ALPHA] * len(run.metrics)
     assert all(tokens > 0 for tokens in run.metric("neft/tokens_noised"))
 
 
-def mean_noise_norm(run: AxolotlRun) -> float:
+def mean_noise_norm(run: CliRun) -> float:
     return statistics.fmean(run.metric("neft/noise_norm"))
 
 
-def assert_paper_norm(run: AxolotlRun) -> None:
+def assert_paper_norm(run: CliRun) -> None:
     context = f"(the mean of neft/noise_norm {run.metric('neft/noise_norm')})"
     assert_near_paper_norm([mean_noise_norm(run)], ALPHA, rel=TOLERANCE, context=context)
 
@@ -59,8 +59,8 @@ def test_sft_noises_each_sequence_with_paper_norm(train_example, example):
 def test_qlora_trains_a_4bit_model(train_example):
     run = train_example("qlora")
     assert run.returncode == 0, run.describe()
-    assert "converting PEFT model w/ prepare_model_for_kbit_training" in run.output
-    saved = json.loads((Path(run.config["output_dir"]) / "config.json").read_text())
+    assert "converting PEFT model w/ prepare_model_for_kbit_training" in run.text
+    saved = json.loads((run.output_dir / "config.json").read_text())
     quantization = saved["quantization_config"]
     assert quantization["load_in_4bit"] is True and quantization["bnb_4bit_quant_type"] == "nf4"
 
@@ -69,7 +69,7 @@ def test_saved_adapter_holds_nothing_of_ours(train_example):
     from safetensors import safe_open
 
     run = train_example("lora")
-    with safe_open(Path(run.config["output_dir"]) / "adapter_model.safetensors", "pt") as adapter:
+    with safe_open(run.output_dir / "adapter_model.safetensors", "pt") as adapter:
         keys = list(adapter.keys())
     assert keys and all("lora_" in key for key in keys)
     assert not any("neft" in key.lower() for key in keys)
@@ -77,11 +77,10 @@ def test_saved_adapter_holds_nothing_of_ours(train_example):
 
 @pytest.fixture(scope="session")
 def longest_record(tiny) -> int:
-    records = [json.loads(line) for line in tiny["alpaca"].read_text().splitlines()]
-    return longest_alpaca_tokens(tiny["model"], records)
+    return longest_alpaca_tokens(tiny.model, tiny.alpaca_records())
 
 
-def assert_rows_were_packed(run: AxolotlRun, longest_record: int) -> None:
+def assert_rows_were_packed(run: CliRun, longest_record: int) -> None:
     rows = run.config["micro_batch_size"]
     per_row = [tokens / rows for tokens in run.metric("neft/tokens_noised")]
     assert all(tokens > 1.5 * longest_record for tokens in per_row), (
@@ -89,7 +88,7 @@ def assert_rows_were_packed(run: AxolotlRun, longest_record: int) -> None:
     )
 
 
-def assert_padding_not_noised(run: AxolotlRun) -> None:
+def assert_padding_not_noised(run: CliRun) -> None:
     capacity = run.config["micro_batch_size"] * SEQUENCE_LEN
     assert all(tokens < capacity for tokens in run.metric("neft/tokens_noised")), (
         f"neft/tokens_noised {run.metric('neft/tokens_noised')} vs {capacity} positions per step: "

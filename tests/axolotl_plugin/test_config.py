@@ -14,9 +14,10 @@ from neft_plugins import CONFIG_KEYS, NEFTuneCallback
 from neft_plugins.keys import KEYS
 from support.axolotl_cli import example_config, run_axolotl
 from support.logs import ATTACHED, double_noise_error
+from support.tiny import Tiny
 
 
-def load(tiny: dict[str, Path], folder: Path, **overrides: Any):
+def load(tiny: Tiny, folder: Path, **overrides: Any):
     from axolotl.cli.config import load_cfg
 
     path = folder / "config.yml"
@@ -149,6 +150,6 @@ def test_cli_refuses_double_neftune_before_loading_the_model(tiny, tmp_path):
     # The refusal happens where the config loads, whatever the launcher; `python` saves two interpreter start-ups.
     run = run_axolotl(config, tmp_path, launcher="python")
     assert run.returncode != 0
-    assert double_noise_error("neftune_noise_alpha", 5, 5) in run.output, run.describe()
-    assert "axolotl.loaders" not in run.output  # stopped before any model or tokenizer was loaded
-    assert ATTACHED not in run.output and not run.steps
+    assert double_noise_error("neftune_noise_alpha", 5, 5) in run.text, run.describe()
+    assert "axolotl.loaders" not in run.text  # stopped before any model or tokenizer was loaded
+    assert ATTACHED not in run.text and not run.steps

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from support.axolotl_cli import AxolotlRun, example_config, run_axolotl
+from support.axolotl_cli import example_config, run_axolotl
+from support.cli_run import CliRun
 from support.deepspeed import deepspeed_config, require_deepspeed
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
-from support.spy import SITE, SPY_DIR, Pass, passes
+from support.tiny import Tiny
 
 ALPHA = 5.0
 WIDTH = 64  # the tiny Llama's hidden size (support.tiny.make_llama)
@@ -40,23 +40,15 @@ CHECKPOINT_STEP = 2
 pytestmark = on_newest("axolotl")
 
 
-@dataclass
-class ZeroRun:
-    axolotl: AxolotlRun
-    by_rank: dict[int, list[Pass]]
-
-    @property
-    def output(self) -> Path:
-        return Path(self.axolotl.config["output_dir"])
-
-    def logged_losses(self) -> dict[int, float]:
-        """Step -> loss from the last checkpoint's trainer state: full precision, unlike the printed logs."""
-        last = max(self.output.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
-        history = json.loads((last / "trainer_state.json").read_text())["log_history"]
-        return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+def logged_losses(run: CliRun) -> dict[int, float]:
+    """Step -> loss from the last checkpoint's trainer state: full precision, unlike the printed logs."""
+    assert run.output_dir is not None
+    last = max(run.output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
-def cpu_yaml(tiny: dict[str, Path], folder: Path, **overrides: Any) -> dict[str, Any]:
+def cpu_yaml(tiny: Tiny, folder: Path, **overrides: Any) -> dict[str, Any]:
     """``full.yml``, packed, with ``deepspeed:`` pointing at a ZeRO JSON file as Axolotl users do."""
     deepspeed = folder / f"zero{STAGE}.json"
     deepspeed.write_text(json.dumps(deepspeed_config(STAGE)))
@@ -78,43 +70,40 @@ def cpu_yaml(tiny: dict[str, Path], folder: Path, **overrides: Any) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def zero_run(tiny, prepared, tmp_path_factory):
-    """``zero_run(resume=False)`` trains once per argument and caches the run. The run saves a checkpoint every 2
-    steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
+def zero_run(tiny, prepared, runs):
+    """``zero_run(resume=False)``: the run, once per session (``runs``). It saves a checkpoint every 2 steps;
+    ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
     require_deepspeed()
-    runs: dict[bool, ZeroRun] = {}
 
-    def run(resume: bool = False) -> ZeroRun:
-        if resume not in runs:
-            folder = tmp_path_factory.mktemp(f"zero{STAGE}")
-            overrides: dict[str, Any] = {
-                "max_steps": STEPS,
-                "dataset_prepared_path": str(prepared),
-                "save_strategy": "steps",
-                "save_steps": CHECKPOINT_STEP,
-            }
-            if resume:
-                saved = run().output / f"checkpoint-{CHECKPOINT_STEP}"
-                copy = shutil.copytree(saved, folder / "output" / saved.name)
-                overrides["resume_from_checkpoint"] = str(copy)
-            (folder / "spy").mkdir()
-            axolotl = run_axolotl(
-                cpu_yaml(tiny, folder, **overrides),
-                folder,
-                launcher_args=ACCELERATE_ARGS,
-                paths=(SITE,),
-                OMP_NUM_THREADS="1",  # 2 processes on 2 cores
-                **{SPY_DIR: str(folder / "spy")},
-            )
-            assert axolotl.returncode == 0, axolotl.describe()
-            runs[resume] = ZeroRun(axolotl, passes(folder / "spy"))
-        return runs[resume]
+    def axolotl_zero3(folder: Path, resume: bool) -> CliRun:
+        overrides: dict[str, Any] = {
+            "max_steps": STEPS,
+            "dataset_prepared_path": str(prepared),
+            "save_strategy": "steps",
+            "save_steps": CHECKPOINT_STEP,
+        }
+        if resume:
+            saved = zero_run_of(False).output_dir / f"checkpoint-{CHECKPOINT_STEP}"
+            copy = shutil.copytree(saved, folder / "output" / saved.name)
+            overrides["resume_from_checkpoint"] = str(copy)
+        run = run_axolotl(
+            cpu_yaml(tiny, folder, **overrides),
+            folder,
+            launcher_args=ACCELERATE_ARGS,
+            spy=True,
+            OMP_NUM_THREADS="1",  # 2 processes on 2 cores
+        )
+        assert run.returncode == 0, run.describe()
+        return run
 
-    return run
+    def zero_run_of(resume: bool = False) -> CliRun:
+        return runs(axolotl_zero3, resume)
+
+    return zero_run_of
 
 
 def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run):
-    by_rank = zero_run().by_rank
+    by_rank = zero_run().passes()
     assert sorted(by_rank) == [0, 1]
     for rank_passes in by_rank.values():
         assert [each.training for each in rank_passes] == [True] * STEPS
@@ -134,16 +123,16 @@ def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run):
 def test_rank0_logs_the_noise_rank0_applied(zero_run):
     """Only rank 0 prints the step logs, and they hold what rank 0's first block received (printed to 4 digits)."""
     run = zero_run()
-    assert run.axolotl.metric("neft/alpha") == [ALPHA] * STEPS, run.axolotl.describe()
-    applied = run.by_rank[0]
-    assert run.axolotl.metric("neft/tokens_noised") == [float((each.segments > 0).sum()) for each in applied]
+    assert run.metric("neft/alpha") == [ALPHA] * STEPS, run.describe()
+    applied = run.passes()[0]
+    assert run.metric("neft/tokens_noised") == [float((each.segments > 0).sum()) for each in applied]
     means = [float(each.sequence_norms().mean()) for each in applied]
-    assert run.axolotl.metric("neft/noise_norm") == pytest.approx(means, rel=1e-3)
+    assert run.metric("neft/noise_norm") == pytest.approx(means, rel=1e-3)
 
 
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
     uninterrupted = zero_run()
-    checkpoint = uninterrupted.output / f"checkpoint-{CHECKPOINT_STEP}"
+    checkpoint = uninterrupted.output_dir / f"checkpoint-{CHECKPOINT_STEP}"
     assert {"global_step2", "latest", "neft_state_rank0.pt", "neft_state_rank1.pt"} <= {
         path.name for path in checkpoint.iterdir()
     }
@@ -153,15 +142,14 @@ def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(z
         "zero_pp_rank_1_mp_rank_00_model_states.pt",
     }
     resumed = zero_run(resume=True)
-    assert len(resumed.axolotl.steps) == 2, resumed.axolotl.describe()
+    assert len(resumed.metrics) == 2, resumed.describe()
+    expected_passes, got_passes = uninterrupted.passes(), resumed.passes()
     for rank in (0, 1):
-        assert len(resumed.by_rank[rank]) == 2
-        for expected, got in zip(
-            uninterrupted.by_rank[rank][CHECKPOINT_STEP:], resumed.by_rank[rank], strict=True
-        ):
+        assert len(got_passes[rank]) == 2
+        for expected, got in zip(expected_passes[rank][CHECKPOINT_STEP:], got_passes[rank], strict=True):
             assert torch.equal(expected.noise_square, got.noise_square)
             assert expected.first_noise == got.first_noise
-    expected_losses = uninterrupted.logged_losses()
+    expected_losses = logged_losses(uninterrupted)
     assert {step: expected_losses[step] for step in (3, 4)} == {
-        step: loss for step, loss in resumed.logged_losses().items() if step > CHECKPOINT_STEP
+        step: loss for step, loss in logged_losses(resumed).items() if step > CHECKPOINT_STEP
     }

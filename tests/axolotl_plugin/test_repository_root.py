@@ -16,6 +16,6 @@ from support.noise import assert_near_paper_norm
 def test_axolotl_train_from_the_repository_root_noises_the_embeddings(train_example):
     run = train_example("lora")  # the default launcher, with the repository root as working directory
     assert run.returncode == 0, run.describe()
-    assert "Failed to load plugin" not in run.output, run.describe()
-    assert ATTACHED in run.output
+    assert "Failed to load plugin" not in run.text, run.describe()
+    assert ATTACHED in run.text
     assert_near_paper_norm(run.metric("neft/noise_norm"), 5.0, rel=0.05, context=run.describe()[-2000:])

@@ -1,10 +1,8 @@
-import subprocess
-import sys
-
 import pytest
 
 import neft_plugins
 from neft_plugins.cli import AXOLOTL_PLUGIN, main
+from support.cli_run import run_cli
 from support.logs import double_noise_error
 
 
@@ -34,10 +32,10 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"neft-plugins {neft_plugins.__version__}"
 
 
-def test_console_script_lists_the_builtin_plugins():
-    result = subprocess.run(
-        [sys.executable, "-m", "neft_plugins.cli", "plugins"], capture_output=True, text=True, check=True
-    )
+def test_console_script_lists_the_builtin_plugins(tmp_path):
+    """The `neft` console script itself, in a process of its own."""
+    result = run_cli(["neft", "plugins"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.describe()
     assert "distributions: uniform, gaussian" in result.stdout
     assert "plugin: builtin:RowMaskReader" in result.stdout
 

@@ -8,10 +8,10 @@ from importlib import metadata
 import pytest
 
 from neft_plugins import CONFIG_KEYS, NEFTuneConfigError, NEFTuneConflictError
+from neft_plugins.integrations.llamafactory.cli import main
 from neft_plugins.integrations.llamafactory.train import load_args, prepare_args
 from neft_plugins.versions import TESTED
-from support import ROOT
-from support.llamafactory_cli import EXAMPLES, console_script, run, tiny_overrides
+from support.llamafactory_cli import EXAMPLES, neft_llamafactory, tiny_overrides
 from support.logs import double_noise_error
 
 BOTH_KEYS = double_noise_error("neftune_noise_alpha", 5, 5)
@@ -75,26 +75,28 @@ def test_builtin_key_alone_passes_through_with_a_warning(caplog):
 
 
 def test_cli_rejects_both_keys_before_loading_anything():
-    command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / "sft_full_neftune.yaml")]
-    result = run([*command, "neftune_noise_alpha=5"], cwd=ROOT, timeout=120)
+    """The console script itself, in a process of its own: exit status 2, our message, no traceback."""
+    result = neft_llamafactory(
+        "train", EXAMPLES / "sft_full_neftune.yaml", "neftune_noise_alpha=5", timeout=120
+    )
     assert result.returncode == 2
     assert f"neft-llamafactory: error: {BOTH_KEYS}" in result.stderr
     assert "Loading dataset" not in result.text and "Traceback" not in result.stderr
 
 
-def test_cli_rejects_bad_value():
-    command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / "sft_full_neftune.yaml")]
-    result = run([*command, "neftune_length=row"], cwd=ROOT, timeout=120)
-    assert result.returncode == 2
+def test_cli_rejects_bad_value(capsys):
+    assert main(["train", str(EXAMPLES / "sft_full_neftune.yaml"), "neftune_length=row"]) == 2
     assert "neft-llamafactory: error: neftune_length: got 'row'; expected one of 'sequence', 'padded'" in (
-        result.stderr
+        capsys.readouterr().err
     )
 
 
 def test_llamafactory_still_rejects_unknown_keys(tiny_model, tmp_path):
     """Only our keys are taken out: a typo is still LLaMA-Factory's error, raised before the model loads."""
-    command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / "sft_full_neftune.yaml")]
-    result = run([*command, *tiny_overrides(tiny_model, tmp_path), "lerning_rate=5"], cwd=ROOT, timeout=300)
+    overrides = tiny_overrides(tiny_model, tmp_path)
+    result = neft_llamafactory(
+        "train", EXAMPLES / "sft_full_neftune.yaml", *overrides, "lerning_rate=5", timeout=300
+    )
     assert result.returncode != 0
     assert "lerning_rate" in result.stderr and "not used by the HfArgumentParser" in result.stderr
     assert "attached NEFTune" not in result.stderr and "trainable params" not in result.text
@@ -112,16 +114,15 @@ def test_command_line_form_splits_our_keys():
 
 
 def test_a_misspelt_flag_gets_our_did_you_mean_before_llamafactory_parses(capsys):
-    from neft_plugins.integrations.llamafactory.cli import main
-
     assert main(["train", "--stage", "sft", "--neftune_alhpa", "5"]) == 2
     assert "neft-llamafactory: error: neftune_alhpa: unknown key; did you mean neftune_alpha?" in (
         capsys.readouterr().err
     )
 
 
-def test_cli_version_names_the_tested_llamafactory():
-    result = run([console_script("neft-llamafactory"), "version"], cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.text
+def test_cli_version_names_the_tested_llamafactory(capsys):
+    assert main(["version"]) == 0
     installed = metadata.version("llamafactory")
-    assert f"llamafactory {installed} (tested: {', '.join(TESTED['llamafactory'])})" in result.stdout
+    assert (
+        f"llamafactory {installed} (tested: {', '.join(TESTED['llamafactory'])})" in capsys.readouterr().out
+    )

@@ -8,41 +8,25 @@ only (``support.matrix``)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from support import ROOT
+from support.cli_run import CliRun
 from support.deepspeed import deepspeed_config, require_deepspeed
-from support.llamafactory_cli import EXAMPLES, Run, assert_noise_norms, console_script, run, tiny_overrides
+from support.llamafactory_cli import EXAMPLES, assert_noise_norms, train
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
-from support.spy import SITE, SPY_DIR, Pass, passes
+from support.tiny import HIDDEN
 
 ALPHA = 5.0  # the example config's neftune_alpha
-WIDTH = 64  # the tiny model's hidden size (conftest's tiny_model)
+WIDTH = HIDDEN  # the tiny model's hidden size
 STAGE = "3"
 STEPS = 4
 RESUME_STEP = 2
-# The CLI starts torchrun by name, as llamafactory-cli does: the one beside this Python, as in an activated venv.
-VENV_PATH = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-
-
-@dataclass(frozen=True)
-class ZeroRun:
-    result: Run
-    passes: dict[int, list[Pass]]  # by rank
-
-    @property
-    def output_dir(self) -> Path:
-        assert self.result.output_dir is not None
-        return self.result.output_dir
 
 
 pytestmark = on_newest("llamafactory")
@@ -59,49 +43,36 @@ def zero_config(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def zero_run(tiny_model, tmp_path_factory):
-    """``zero_run(resume_from=None)`` trains once per argument, saving every 2 steps; resuming copies the
-    checkpoint into the new run's output dir first and resumes from the copy."""
+def zero_run(tiny_model, runs):
+    """``zero_run(resume_from=None)``: the run, once per session (``runs``), saving every 2 steps; resuming copies
+    the checkpoint into the new run's output dir first and resumes from the copy."""
     require_deepspeed()
-    runs: dict[Path | None, ZeroRun] = {}
 
-    def train(resume_from: Path | None = None) -> ZeroRun:
-        if resume_from not in runs:
-            folder = tmp_path_factory.mktemp(f"zero{STAGE}")
-            output_dir, spy = folder / "out", folder / "spy"
-            spy.mkdir()
-            extra: dict[str, object] = {"max_steps": STEPS, "save_steps": RESUME_STEP}
-            if resume_from is not None:
-                copy = shutil.copytree(resume_from, output_dir / resume_from.name)
-                extra["resume_from_checkpoint"] = copy
-            command = [console_script("neft-llamafactory"), "train", str(zero_config(folder))]
-            result = run(
-                [*command, *tiny_overrides(tiny_model, output_dir, **extra)],
-                cwd=ROOT,
-                output_dir=output_dir,
-                paths=(SITE,),
-                PATH=VENV_PATH,
-                FORCE_TORCHRUN="1",
-                NPROC_PER_NODE="2",
-                **{SPY_DIR: str(spy)},
-            )
-            assert result.returncode == 0, result.text[-6000:]
-            runs[resume_from] = ZeroRun(result, passes(spy))
-        return runs[resume_from]
+    def llamafactory_zero3(folder: Path, resume_from: Path | None) -> CliRun:
+        extra: dict[str, object] = {"max_steps": STEPS, "save_steps": RESUME_STEP}
+        if resume_from is not None:
+            extra["resume_from_checkpoint"] = shutil.copytree(resume_from, folder / "out" / resume_from.name)
+        # torchrun started as llamafactory-cli starts it (by name: the one beside this Python)
+        env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
+        return train(zero_config(folder), tiny_model, folder, spy=True, env=env, **extra)
 
-    return train
+    def zero_run_of(resume_from: Path | None = None) -> CliRun:
+        return runs(llamafactory_zero3, resume_from)
+
+    return zero_run_of
 
 
 def test_every_rank_noises_each_sequence_with_its_own_length(zero_run):
     trained = zero_run()
+    by_rank = trained.passes()
     # ZeRO-3 saves each rank's partition of the parameters.
     saved = trained.output_dir / f"checkpoint-{RESUME_STEP}" / f"global_step{RESUME_STEP}"
     model_states = {path.name for path in saved.glob("*model*")}
     partitioned = {f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" for rank in (0, 1)}
     assert model_states == partitioned
 
-    assert sorted(trained.passes) == [0, 1]
-    for rank_passes in trained.passes.values():
+    assert sorted(by_rank) == [0, 1]
+    for rank_passes in by_rank.values():
         assert [each.training for each in rank_passes] == [True] * STEPS
         for each in rank_passes:
             for norm, length in zip(each.sequence_norms().tolist(), each.sequence_lengths(), strict=True):
@@ -110,13 +81,13 @@ def test_every_rank_noises_each_sequence_with_its_own_length(zero_run):
                     [norm], ALPHA, rel=uniform_norm_tolerance(length * WIDTH), context=length
                 )
             assert each.largest_padding_noise() == 0.0
-    everyone = [each for rank_passes in trained.passes.values() for each in rank_passes]
+    everyone = [each for rank_passes in by_rank.values() for each in rank_passes]
     assert any((each.segments == 0).any() for each in everyone), "no padding in any batch: noise on it unseen"
-    for first, second in zip(trained.passes[0], trained.passes[1], strict=True):
+    for first, second in zip(by_rank[0], by_rank[1], strict=True):
         assert first.first_noise != second.first_noise, "both ranks drew the same noise"
     # Rank 0's logs: printed to the console and in trainer_state.json (TensorBoard/W&B get the same).
-    assert_noise_norms(trained.result.metrics, ALPHA, STEPS)
-    assert_noise_norms(trained.result.history(), ALPHA, STEPS)
+    assert_noise_norms(trained.metrics, ALPHA, STEPS)
+    assert_noise_norms(trained.written_logs(), ALPHA, STEPS)
 
 
 def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(zero_run):
@@ -126,13 +97,14 @@ def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(z
         path.name for path in checkpoint.iterdir()
     }
     resumed = zero_run(resume_from=checkpoint)
+    expected_passes, got_passes = whole.passes(), resumed.passes()
     for rank in (0, 1):
-        assert len(resumed.passes[rank]) == STEPS - RESUME_STEP
-        for expected, got in zip(whole.passes[rank][RESUME_STEP:], resumed.passes[rank], strict=True):
+        assert len(got_passes[rank]) == STEPS - RESUME_STEP
+        for expected, got in zip(expected_passes[rank][RESUME_STEP:], got_passes[rank], strict=True):
             assert torch.equal(expected.noise_square, got.noise_square)
             assert expected.first_noise == got.first_noise
     losses = [
-        [(entry["step"], entry["loss"]) for entry in trained.result.history() if entry["step"] > RESUME_STEP]
+        [(entry["step"], entry["loss"]) for entry in trained.written_logs() if entry["step"] > RESUME_STEP]
         for trained in (whole, resumed)
     ]
     assert len(losses[0]) == STEPS - RESUME_STEP

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, spied_train, tiny_overrides
+from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, train
 from support.logs import ATTACHED
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
@@ -84,32 +84,33 @@ def write_dataset(folder: Path) -> None:
 def test_image_text_run_noises_text_tokens_with_the_paper_norm(
     make: Callable[[], TinyVLM], processor: Callable[[], Any], template: str, tmp_path: Path
 ) -> None:
-    model_dir, data_dir, output_dir = tmp_path / "model", tmp_path / "data", tmp_path / "out"
+    model_dir, data_dir = tmp_path / "model", tmp_path / "data"
     data_dir.mkdir()
     tiny = save_model(make, processor, model_dir)
     write_dataset(data_dir)
-    overrides = tiny_overrides(
+    result = train(
+        EXAMPLES / "sft_lora_neftune.yaml",
         model_dir,
-        output_dir,
+        tmp_path,
+        spy=True,
         template=template,
         dataset="tiny_mm",
         dataset_dir=data_dir,
         per_device_train_batch_size=4,
         neftune_alpha=ALPHA,
     )
-    config = EXAMPLES / "sft_lora_neftune.yaml"
-    result, spied = spied_train(config, overrides, output_dir, tmp_path / "spy")
+    spied = result.passes().get(0, [])
 
     attached = (
         rf"{re.escape(ATTACHED)} the input of {type(tiny.model).__name__}\.\S*layers\.0 \(alpha={ALPHA}"
     )
     assert re.search(attached, result.stderr), result.stderr[-3000:]
     assert_noise_norms(result.metrics, ALPHA, steps=3)  # printed to the console
-    assert_noise_norms(result.history(), ALPHA, steps=3)  # trainer_state.json
+    assert_noise_norms(result.written_logs(), ALPHA, steps=3)  # trainer_state.json
     # What the embeddings gave the model: noise on text tokens only, alpha/sqrt(3) per sequence.
     calls = [call for call in spied if call.training]
     assert len(calls) == 3
-    for call, entry in zip(calls, result.history(), strict=True):
+    for call, entry in zip(calls, result.written_logs(), strict=True):
         assert call.input_ids is not None
         placeholders = call.input_ids == tiny.placeholder_id
         text = (call.segments > 0) & ~placeholders

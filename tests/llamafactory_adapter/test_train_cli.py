@@ -7,37 +7,13 @@ packed-row L would miss by a factor of about sqrt(L_row / L_sequence).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from support import ROOT
-from support.llamafactory_cli import (
-    EXAMPLES,
-    NORM_TOLERANCE,
-    assert_noise_norms,
-    console_script,
-    run,
-    spied_train,
-    tiny_overrides,
-)
+from support.llamafactory_cli import EXAMPLES, NORM_TOLERANCE, assert_noise_norms, train
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm
 from support.versions import llamafactory_neat_packing, transformers_4bit_on_cpu
-
-
-def train(config: str, model: Path, output_dir: Path, **extra: object):
-    command = [console_script("neft-llamafactory"), "train", str(EXAMPLES / config)]
-    result = run([*command, *tiny_overrides(model, output_dir, **extra)], cwd=ROOT, output_dir=output_dir)
-    assert result.returncode == 0, result.text[-6000:]
-    return result
-
-
-def spy_train(config: str, model: Path, tmp_path: Path, **extra: object):
-    output_dir = tmp_path / "out"
-    overrides = tiny_overrides(model, output_dir, **extra)
-    return spied_train(EXAMPLES / config, overrides, output_dir, tmp_path / "spy")
 
 
 def assert_lifecycle(result, alpha: float) -> None:
@@ -74,10 +50,11 @@ def assert_lifecycle(result, alpha: float) -> None:
     ],
 )
 def test_example_trains_with_per_sequence_noise(config, alpha, extra, tiny_model, tmp_path):
-    result = train(config, tiny_model, tmp_path / "out", **extra)
+    result = train(EXAMPLES / config, tiny_model, tmp_path, **extra)
     assert_lifecycle(result, alpha)
     assert_noise_norms(result.metrics, alpha, steps=3)  # printed to the console
-    assert_noise_norms(result.history(), alpha, steps=3)  # trainer_state.json (TensorBoard/W&B get the same)
+    # trainer_state.json (TensorBoard/W&B get the same)
+    assert_noise_norms(result.written_logs(), alpha, steps=3)
     if config == "sft_qlora_neftune.yaml":
         assert "Quantizing model to 4 bit with bitsandbytes" in result.text
 
@@ -88,10 +65,11 @@ def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model
     """Neat packing: segment ids become a 4-D block-diagonal float mask [B,1,L,L] (no flash-attention on
     CPU); each packed sequence must still get noise norm alpha/sqrt(3) and padding none."""
     alpha = 5.0
-    result, calls = spy_train("sft_neat_packing_neftune.yaml", tiny_model, tmp_path)
+    result = train(EXAMPLES / "sft_neat_packing_neftune.yaml", tiny_model, tmp_path, spy=True)
+    calls = result.passes().get(0, [])
     assert_lifecycle(result, alpha)
     assert_noise_norms(result.metrics, alpha, steps=3)
-    assert_noise_norms(result.history(), alpha, steps=3)
+    assert_noise_norms(result.written_logs(), alpha, steps=3)
 
     assert calls and all(call.grad_enabled and call.training for call in calls)
     for call in calls:
@@ -115,7 +93,10 @@ def test_neat_packing_noises_each_packed_sequence_with_its_own_length(tiny_model
 def test_dpo_noises_policy_passes_and_not_reference_passes(tiny_model, tmp_path):
     """DPO with LoRA: the reference model is the policy with its adapter disabled under torch.no_grad()."""
     alpha = 5.0
-    result, calls = spy_train("dpo_lora_neftune.yaml", tiny_model, tmp_path, per_device_train_batch_size=2)
+    result = train(
+        EXAMPLES / "dpo_lora_neftune.yaml", tiny_model, tmp_path, spy=True, per_device_train_batch_size=2
+    )
+    calls = result.passes().get(0, [])
     assert_lifecycle(result, alpha)
     assert_noise_norms(result.metrics, alpha, steps=3)
     assert "rewards/chosen" in result.metrics[0]

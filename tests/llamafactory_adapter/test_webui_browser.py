@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from support.browser import CHROMIUM, missing_packages, web_ui_page
+from support.cli_run import console_script
 from support.distributed import free_port
-from support.llamafactory_cli import NORM_TOLERANCE, console_script, run_env
+from support.llamafactory_cli import NORM_TOLERANCE, run_env
 from support.logs import DETACHED, attached_to_llama
 from support.noise import assert_near_paper_norm
 

@@ -12,8 +12,7 @@ gr = pytest.importorskip("gradio")
 
 from neft_plugins.integrations.llamafactory import webui  # noqa: E402
 from neft_plugins.keys import KEY  # noqa: E402
-from support import ROOT  # noqa: E402
-from support.llamafactory_cli import assert_noise_norms, console_script, run  # noqa: E402
+from support.llamafactory_cli import assert_noise_norms, neft_llamafactory  # noqa: E402
 from support.logs import attached_to_llama  # noqa: E402
 from support.matrix import on_newest  # noqa: E402
 
@@ -184,8 +183,8 @@ def test_command_preview_trains_with_our_noise(board, tiny_model, tiny_data, tmp
     preview = runner.gen_cmd(args).replace("```bash", "").replace("```", "").replace("\\\n", " ")
     argv = shlex.split(preview)
     assert argv[:2] == ["neft-llamafactory", "train"]
-    result = run([console_script("neft-llamafactory"), *argv[1:]], cwd=ROOT, output_dir=tmp_path / "out")
-    assert result.returncode == 0, result.text[-5000:]
+    result = neft_llamafactory(*argv[1:], folder=tmp_path, output_dir=tmp_path / "out")
+    assert result.returncode == 0, result.describe()
     assert attached_to_llama(15) in result.stderr
     assert_noise_norms(result.metrics, 15.0, steps=2)
-    assert_noise_norms(result.history(), 15.0, steps=2)
+    assert_noise_norms(result.written_logs(), 15.0, steps=2)

@@ -1,22 +1,19 @@
-"""Real ``neft-llamafactory`` runs for the LLaMA-Factory tests, and the torchaudio stub where it is missing."""
+"""Real ``neft-llamafactory`` runs for the LLaMA-Factory tests (through ``support.cli_run``), and the torchaudio
+stub where it is missing."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from support import ROOT, TESTS
+from support.cli_run import CliRun, run_cli
 from support.env import subprocess_env
-from support.logs import printed_metrics
 from support.noise import assert_near_paper_norm
-from support.spy import SITE, SPY_DIR, Pass, passes
 
 EXAMPLES = ROOT / "example_configs" / "llamafactory"
 # LLaMA-Factory imports torchaudio at module level, only for audio inputs: where torchaudio is missing, the
@@ -24,68 +21,36 @@ EXAMPLES = ROOT / "example_configs" / "llamafactory"
 STUBS = [TESTS / "llamafactory_adapter" / "stubs"] if importlib.util.find_spec("torchaudio") is None else []
 sys.path[:0] = [str(path) for path in STUBS]
 NORM_TOLERANCE = 0.06  # relative, for the mean over one logging step's sequences (measured spread ~1-2%)
-RUN_TIMEOUT = 420
 
 
-def run_env(*paths: Path, **extra: str) -> dict[str, str]:
-    return subprocess_env(*STUBS, *paths, **extra)
+def run_env(**extra: str) -> dict[str, str]:
+    """The environment of a process that imports LLaMA-Factory (the stubs on PYTHONPATH)."""
+    return subprocess_env(*STUBS, **extra)
 
 
-def console_script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    found = str(path) if path.exists() else shutil.which(name)
-    assert found, f"{name} is not installed beside {sys.executable}"
-    return found
+def neft_llamafactory(*args: str | Path, **options) -> CliRun:
+    """``neft-llamafactory ARGS`` from the repository root (the example configs' ``dataset_dir`` is relative to
+    it), the stubs on PYTHONPATH; ``options`` as ``support.cli_run.run_cli`` takes them."""
+    return run_cli(["neft-llamafactory", *args], ROOT, paths=STUBS, **options)
 
 
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    output_dir: Path | None = None
-    metrics: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return self.stdout + self.stderr
-
-    def history(self) -> list[dict[str, float]]:
-        """Training log entries of trainer_state.json that carry neft/* metrics."""
-        assert self.output_dir is not None
-        state = json.loads((self.output_dir / "trainer_state.json").read_text())
-        return [entry for entry in state["log_history"] if "neft/noise_norm" in entry]
-
-
-def run(
-    command: list[str],
-    cwd: Path,
-    output_dir: Path | None = None,
-    timeout: int = RUN_TIMEOUT,
-    paths: tuple[Path, ...] = (),
-    **env: str,
-) -> Run:
-    """``command`` with ``paths`` on PYTHONPATH after the stubs and ``env`` added to the environment."""
-    done = subprocess.run(
-        command,
-        cwd=cwd,
-        env=run_env(*paths, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+def train(
+    config: Path,
+    model: Path,
+    folder: Path,
+    spy: bool = False,
+    env: Mapping[str, str] | None = None,
+    **extra: object,
+) -> CliRun:
+    """``neft-llamafactory train CONFIG`` on the tiny model (``tiny_overrides``, ``extra`` on top), writing into
+    ``folder/out``, asserted to succeed; with ``spy``, the first-block spy on (``run.passes()``)."""
+    output_dir = folder / "out"
+    overrides = tiny_overrides(model, output_dir, **extra)
+    run = neft_llamafactory(
+        "train", config, *overrides, folder=folder, output_dir=output_dir, spy=spy, **(env or {})
     )
-    return Run(done.returncode, done.stdout, done.stderr, output_dir, printed_metrics(done.stdout))
-
-
-def spied_train(config: Path, overrides: list[str], output_dir: Path, spy: Path) -> tuple[Run, list[Pass]]:
-    """``neft-llamafactory train CONFIG key=value ...``, asserted to succeed, with the first-block spy
-    (``support.spy``) recording in the new folder ``spy``: the run, and every pass of the model's first block."""
-    spy.mkdir()
-    command = [console_script("neft-llamafactory"), "train", str(config), *overrides]
-    result = run(command, cwd=ROOT, output_dir=output_dir, paths=(SITE,), **{SPY_DIR: str(spy)})
-    assert result.returncode == 0, result.text[-6000:]
-    return result, passes(spy).get(0, [])
+    assert run.returncode == 0, run.describe()
+    return run
 
 
 def tiny_overrides(model_dir: Path, output_dir: Path, **extra: object) -> list[str]:

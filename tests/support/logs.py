@@ -18,11 +18,20 @@ def attached_to_llama(alpha: float) -> str:
 
 
 def printed_metrics(output: str) -> list[dict[str, float]]:
-    """The per-step logs transformers prints: ``{'loss': '4.613', 'neft/noise_norm': '2.882', ...}``."""
+    """The per-step logs a trainer prints (``{'loss': '4.613', 'neft/noise_norm': '2.882', ...}``), their numbers
+    only: ms-swift adds ``'global_step/max_steps': '1/2'`` and times as text."""
     return [
-        {key: float(value) for key, value in ast.literal_eval(match.group(0)).items()}
+        {key: float(value) for key, value in ast.literal_eval(match.group(0)).items() if _is_number(value)}
         for match in METRICS.finditer(output)
     ]
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def double_noise_error(builtin_key: str, builtin_alpha: object, neftune_alpha: object) -> str:

@@ -1,10 +1,19 @@
-"""Tiny local Llamas, word-level tokenizers and records for tests: nothing comes from the model hub."""
+"""Tiny local Llamas, word-level tokenizers and records for tests: nothing comes from the model hub.
+
+``build_tiny(folder)`` builds the assets every adapter's runs share (``tests/conftest.py``'s ``tiny`` fixture, once
+per session): one Llama + tokenizer folder, one Alpaca dataset and one preference dataset; each adapter's fixtures
+only write these records in its framework's format.
+Run as a module to build them into a folder, e.g. to try the example configs by hand:
+    PYTHONPATH=tests python -m support.tiny /tmp/neft-tiny
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +32,13 @@ WORDS = (
 # pad, eos, bos, unk (ids 0-3), then additional special tokens
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 CHAT_SPECIALS = ("<pad>", "</s>", "<s>", "<unk>", "<|im_start|>", "<|im_end|>")  # Llama's names, ChatML's
+# Alpaca's and ChatML's template words, in the shared tiny model's vocabulary beside the data's words.
+TEMPLATE_WORDS = (
+    "Below is an instruction that describes a task paired with input provides further context Write "
+    "response appropriately completes the request Instruction Input Response system user assistant "
+    "### : , . \n"
+).split()
+HIDDEN = 64  # the shared tiny Llama's width: d in alpha / sqrt(L * d)
 
 
 def vocabulary(specials: Sequence[str] = SPECIALS, extra_words: Sequence[str] = ()) -> list[str]:
@@ -68,13 +84,6 @@ def make_llama(hidden_size: int = 64, layers: int = 2, seed: int = 0, **config: 
         "bos_token_id": 2,
     }
     return LlamaForCausalLM(LlamaConfig(**{**defaults, **config}))
-
-
-def save_tiny_llama(folder: Path, hidden_size: int = 64) -> Path:
-    """The default tokenizer and a 2-layer Llama of width ``hidden_size``, saved as a model folder."""
-    make_tokenizer().save_pretrained(folder)
-    make_llama(hidden_size=hidden_size, layers=2).save_pretrained(folder)
-    return folder
 
 
 def make_lora() -> LoraConfig:
@@ -139,3 +148,46 @@ def dpo_records(count: int, seed: int = 1) -> list[dict]:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """The assets every adapter's runs share."""
+
+    model: Path  # a 2-layer Llama of width ``hidden_size`` and its chat tokenizer
+    alpaca: Path  # 96 Alpaca records (jsonl), about 30 to 110 tokens with Alpaca's template
+    dpo: Path  # 48 preference pairs (jsonl) in the shape of Intel/orca_dpo_pairs
+    hidden_size: int = HIDDEN
+
+    def alpaca_records(self) -> list[dict]:
+        return read_jsonl(self.alpaca)
+
+    def dpo_records(self) -> list[dict]:
+        return read_jsonl(self.dpo)
+
+
+def build_tiny(folder: Path) -> Tiny:
+    """The tiny Llama + chat tokenizer in ``folder/model``, ``folder/alpaca.jsonl`` and ``folder/dpo.jsonl``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model"
+    vocab_size = len(vocabulary(CHAT_SPECIALS, TEMPLATE_WORDS))
+    make_llama(
+        hidden_size=HIDDEN, vocab_size=vocab_size, max_position_embeddings=1024, tie_word_embeddings=False
+    ).save_pretrained(model)
+    make_tokenizer(CHAT_SPECIALS, TEMPLATE_WORDS).save_pretrained(model)
+    alpaca = alpaca_records(96, 0, instruction=range(2, 13), output=range(3, 61), inputs=range(11))
+    return Tiny(
+        model=model,
+        alpaca=write_jsonl(folder / "alpaca.jsonl", alpaca),
+        dpo=write_jsonl(folder / "dpo.jsonl", dpo_records(48)),
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+if __name__ == "__main__":
+    built = build_tiny(Path(sys.argv[1] if len(sys.argv) > 1 else "neft-tiny"))
+    for name in ("model", "alpaca", "dpo"):
+        print(f"{name}: {getattr(built, name)}")

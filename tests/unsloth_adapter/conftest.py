@@ -1,7 +1,7 @@
 """Unsloth's CPU backend in the test process, as in a user's script: ``import unsloth`` comes before transformers,
 TRL and PEFT (it patches them when imported; on a machine without a GPU it selects ``unsloth/_cpu_init.py``, where
-``FastLanguageModel`` is ``FastCPUModel`` over stock transformers + PEFT + TRL), then FastLanguageModel loads a
-tiny local Llama folder. Nothing comes from a model hub."""
+``FastLanguageModel`` is ``FastCPUModel`` over stock transformers + PEFT + TRL), then FastLanguageModel loads the
+shared tiny Llama folder (``tests/conftest.py``'s ``tiny_model``). Nothing comes from a model hub."""
 
 from __future__ import annotations
 
@@ -13,14 +13,7 @@ import torch
 import unsloth  # noqa: F401  # first, as Unsloth asks: it patches transformers, TRL and PEFT when imported
 from datasets import Dataset
 from unsloth import FastLanguageModel
-from unsloth_runs import HIDDEN, MAX_LENGTH, sft_records
-
-from support.tiny import save_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=HIDDEN)
+from unsloth_runs import MAX_LENGTH, sft_records
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """What the Unsloth tests and their script share: the tiny model's sizes and the training records."""
 
-from support.tiny import text_records
+from support.tiny import HIDDEN, text_records
 
-HIDDEN = 64  # the tiny Llama's width: d in alpha / sqrt(L * d)
+__all__ = ["HIDDEN", "MAX_LENGTH", "sft_records"]
 MAX_LENGTH = 128
 
 
