@@ -1,17 +1,18 @@
-"""The file for ``swift sft --external_plugins FILE --callbacks neftune`` (``neft-swift plugin`` prints both).
+"""The file for ``swift sft`` and ``swift rlhf`` itself: ``--external_plugins FILE --callbacks neftune`` (both
+commands take the two flags; ``neft-swift plugin`` prints them).
 
 Our keys come from ``NEFTUNE_*`` environment variables (``NEFTUNE_ALPHA=5``, or an ``ENV:`` section in a swift
-YAML config): ``swift sft`` refuses flags it does not know. They are checked when ms-swift imports this file,
-while it parses its arguments, before any model loads.
+YAML config): ``swift sft`` and ``swift rlhf`` refuse flags they do not know. They are checked when ms-swift imports
+this file, while it parses its arguments, before any model loads; a bad one stops ``swift sft`` or ``swift rlhf`` as
+neft-swift's errors stop it (:func:`neft_plugins.integrations.launcher.error_status`):
+``neft-swift plugin: error: <message>``, exit status 2.
 """
 
-import sys
-
 from neft_plugins.errors import NEFTuneError
+from neft_plugins.integrations.launcher import error_status
 from neft_plugins.integrations.swift.callback import config_from_environment, register
 
 try:
     register(config_from_environment())
 except NEFTuneError as error:
-    print(f"neft-swift plugin: error: {error}", file=sys.stderr)
-    raise SystemExit(1) from None
+    raise SystemExit(error_status("neft-swift plugin", error)) from None

@@ -18,6 +18,7 @@ from neft_plugins.integrations.swift.callback import (
     register,
     with_callback,
 )
+from neft_plugins.integrations.swift.cli import main
 from neft_plugins.integrations.swift.webui import SFT_COMMAND, route_command
 from support.logs import double_noise_error
 
@@ -91,41 +92,24 @@ def test_the_plugin_route_refuses_the_builtin_flag_and_a_missing_callback(monkey
         config_from_environment(["--model", "m"])
 
 
-def test_neft_swift_stops_before_ms_swift_loads_a_model(run_cli, tmp_path):
-    """A model path that does not exist: the error is ours, so nothing was loaded."""
-    run = run_cli(
-        [
-            "neft-swift",
-            "sft",
-            "--model",
-            str(tmp_path / "none"),
-            "--neftune_alpha",
-            "5",
-            "--neftune_noise_alpha",
-            "5",
-        ]
-    )
-    assert run.returncode == 2, run.text
-    assert f"neft-swift: error: {double_noise_error('neftune_noise_alpha', 5, 5)}" in run.stderr
-
-
-def test_swift_sft_with_the_plugin_stops_on_a_missing_callback(run_cli, tmp_path):
-    run = run_cli(
+def test_swift_sft_with_the_plugin_stops_on_a_missing_callback(swift_run, tmp_path):
+    """ms-swift's own `swift sft`, in a process: the plugin's refusal, as neft-swift's errors are (exit status 2)."""
+    run = swift_run(
         ["swift", "sft", "--model", str(tmp_path / "none"), "--external_plugins", str(PLUGIN_FILE)],
         NEFTUNE_ALPHA="5",
     )
-    assert run.returncode == 1, run.text
+    assert run.returncode == 2, run.text
     assert (
         "neft-swift plugin: error: NEFTUNE_ALPHA: got 5.0, but --callbacks does not name 'neftune'"
         in run.stderr
     )
 
 
-def test_neft_swift_plugin_prints_the_file_and_the_flags(run_cli):
-    run = run_cli(["neft-swift", "plugin"])
-    assert run.returncode == 0, run.text
-    assert f"--external_plugins {PLUGIN_FILE} --callbacks neftune" in run.stdout
-    assert run_cli(["neft-swift", "plugin", "--path"]).stdout.strip() == str(PLUGIN_FILE)
+def test_neft_swift_plugin_prints_the_file_and_the_flags(capsys):
+    assert main(["plugin"]) == 0
+    assert f"--external_plugins {PLUGIN_FILE} --callbacks neftune" in capsys.readouterr().out
+    assert main(["plugin", "--path"]) == 0
+    assert capsys.readouterr().out.strip() == str(PLUGIN_FILE)
 
 
 def test_the_web_uis_sft_command_becomes_neft_swift_sft_with_the_slider_as_our_key():

@@ -17,19 +17,18 @@ from neft_plugins.integrations.swift.webui import RLHF_COMMAND, route_command
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama, double_noise_error
 from support.matrix import on_newest
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
-from support.tiny import dpo_records
 
 ALPHA = 5.0
 STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def tiny_preferences(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ms-swift's DPO records (messages, the chosen answer last, and rejected_response), in the tiny model's
-    vocabulary."""
+def tiny_preferences(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preference pairs as ms-swift's DPO records (messages, the chosen answer last, and
+    rejected_response)."""
     path = tmp_path_factory.mktemp("tiny-preferences") / "dpo.jsonl"
     lines = []
-    for record in dpo_records(16):
+    for record in tiny.dpo_records():
         messages = [{"role": "system", "content": record["system"]}] if record["system"] else []
         messages += [
             {"role": "user", "content": record["question"]},
@@ -41,12 +40,12 @@ def tiny_preferences(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_neft_swift_rlhf_dpo_noises_each_policy_sequence_and_not_the_reference_pass(
-    run_cli, swift_args, tiny_preferences, hidden_size
+    swift_run, swift_args, tiny_preferences, hidden_size
 ):
     argv = swift_args(
         "lora", steps=STEPS, dataset=tiny_preferences, per_device_train_batch_size=2, rlhf_type="dpo"
     )
-    run = run_cli(["neft-swift", "rlhf", *argv, "--neftune_alpha", str(ALPHA)])
+    run = swift_run(["neft-swift", "rlhf", *argv, "--neftune_alpha", str(ALPHA)])
     assert run.returncode == 0, run.text[-4000:]
     assert attached_to_llama(ALPHA) in run.text and DETACHED_FROM_LLAMA in run.text
     passes = run.passes()[0]
@@ -65,7 +64,7 @@ def test_neft_swift_rlhf_dpo_noises_each_policy_sequence_and_not_the_reference_p
     print("neft-swift rlhf dpo, per-sequence noise norm / (alpha/sqrt(3)):", ratios)
     assert len(reference) == STEPS and all(not each.grad_enabled for each in reference)
     assert all(each.largest_noise() == 0.0 for each in reference), "the no_grad reference pass is clean"
-    logged = [entry for entry in run.metrics() if "neft/noise_norm" in entry]
+    logged = [entry for entry in run.metrics if "neft/noise_norm" in entry]
     assert len(logged) == STEPS, run.text[-4000:]
     assert all(entry["neft/alpha"] == ALPHA and entry["neft/tokens_noised"] > 0 for entry in logged)
 
@@ -81,15 +80,16 @@ def test_neft_swift_rlhf_dpo_noises_each_policy_sequence_and_not_the_reference_p
         (["--neftune_alpha", "-1"], "neftune_alpha: got -1"),
     ],
 )
-def test_neft_swift_rlhf_refuses_a_bad_key_before_ms_swift_runs(monkeypatch, capsys, argv, message):
-    """In-process: our error (exit status 2) and ms-swift's rlhf entry point never reached."""
+@pytest.mark.parametrize("command", [["sft"], ["rlhf", "--rlhf_type", "dpo"]], ids=["sft", "rlhf"])
+def test_neft_swift_refuses_a_bad_key_before_ms_swift_runs(monkeypatch, capsys, command, argv, message):
+    """In-process: our error (exit status 2) and ms-swift's entry point never reached, so no model loaded."""
     import runpy
 
     def never(*args, **kwargs):
         raise AssertionError("ms-swift's entry point ran")
 
     monkeypatch.setattr(runpy, "run_path", never)
-    assert main(["rlhf", "--rlhf_type", "dpo", "--model", "none", *argv]) == 2
+    assert main([*command, "--model", "none", *argv]) == 2
     assert f"neft-swift: error: {message}" in capsys.readouterr().err
 
 
@@ -146,7 +146,7 @@ def test_the_rlhf_and_grpo_pages_slider_is_ours_and_their_run_is_neft_swift_rlhf
 
 @on_newest("ms-swift")
 def test_neft_swift_rlhf_grpo_noises_the_policy_pass_and_not_the_no_grad_passes(
-    run_cli, swift_args, hidden_size
+    swift_run, swift_args, hidden_size
 ):
     """GRPO on the tiny data's prompts (ms-swift's transformers engine generates, no vLLM): the pass that trains
     is noised per sequence, the reference and old-policy log-prob passes under no_grad are clean, and the
@@ -165,7 +165,7 @@ def test_neft_swift_rlhf_grpo_noises_the_policy_pass_and_not_the_no_grad_passes(
         reward_funcs="format",
         use_vllm="false",
     )
-    run = run_cli(["neft-swift", "rlhf", *argv, "--neftune_alpha", str(ALPHA)])
+    run = swift_run(["neft-swift", "rlhf", *argv, "--neftune_alpha", str(ALPHA)])
     assert run.returncode == 0, run.text[-4000:]
     assert "neft_plugins: GRPOTrainer: NEFTune noises the policy pass" in run.text
     passes = run.passes()[0]

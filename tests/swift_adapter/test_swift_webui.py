@@ -13,9 +13,9 @@ import pytest
 from neft_plugins.keys import KEY
 from support import ROOT
 from support.browser import CHROMIUM, descendants, missing_packages, web_ui_page
+from support.cli_run import console_script
 from support.distributed import free_port
 from support.env import subprocess_env
-from support.llamafactory_cli import console_script
 from support.logs import DETACHED_FROM_LLAMA, attached_to_llama
 from support.noise import assert_near_paper_norm, uniform_norm_tolerance
 from support.spy import SITE, SPY_DIR, passes
