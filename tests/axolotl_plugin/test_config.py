@@ -152,4 +152,4 @@ def test_cli_refuses_double_neftune_before_loading_the_model(tiny, tmp_path):
     assert run.returncode != 0
     assert double_noise_error("neftune_noise_alpha", 5, 5) in run.text, run.describe()
     assert "axolotl.loaders" not in run.text  # stopped before any model or tokenizer was loaded
-    assert ATTACHED not in run.text and not run.steps
+    assert ATTACHED not in run.text and not run.metrics
