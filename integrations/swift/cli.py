@@ -56,8 +56,9 @@ def plugin(argv: Sequence[str]) -> int:
         print(PLUGIN_FILE)
         return 0
     print(
-        f"# swift sft itself: our keys as NEFTUNE_* variables, the plugin file and the callback's name\n"
-        f"NEFTUNE_ALPHA=5 swift sft ... --external_plugins {PLUGIN_FILE} --callbacks {CALLBACK_NAME}"
+        f"# swift sft / swift rlhf themselves: our keys as NEFTUNE_* variables, the plugin file and the callback\n"
+        f"NEFTUNE_ALPHA=5 swift sft ... --external_plugins {PLUGIN_FILE} --callbacks {CALLBACK_NAME}\n"
+        f"NEFTUNE_ALPHA=5 swift rlhf --rlhf_type dpo ... --external_plugins {PLUGIN_FILE} --callbacks {CALLBACK_NAME}"
     )
     return 0
 
@@ -80,7 +81,7 @@ LAUNCHER = Launcher(
             "rlhf [CONFIG.yaml] [--key value ...]",
             "`swift rlhf` (DPO, KTO, GRPO, ...) with neft-plugins' NEFTune",
         ),
-        ("plugin [--path]", "the plugin file and flags for `swift sft` itself"),
+        ("plugin [--path]", "the plugin file and flags for `swift sft` / `swift rlhf` themselves"),
         ("web-ui [--key value ...]", "`swift web-ui`, its SFT, RLHF and GRPO pages' NEFTune sliders ours"),
     ],
     keys_how="--key value; NEFTUNE_KEY=value for `swift sft` itself",

@@ -107,7 +107,11 @@ def test_swift_sft_with_the_plugin_stops_on_a_missing_callback(swift_run, tmp_pa
 
 def test_neft_swift_plugin_prints_the_file_and_the_flags(capsys):
     assert main(["plugin"]) == 0
-    assert f"--external_plugins {PLUGIN_FILE} --callbacks neftune" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for command in ("swift sft", "swift rlhf --rlhf_type dpo"):
+        assert (
+            f"NEFTUNE_ALPHA=5 {command} ... --external_plugins {PLUGIN_FILE} --callbacks neftune" in printed
+        )
     assert main(["plugin", "--path"]) == 0
     assert capsys.readouterr().out.strip() == str(PLUGIN_FILE)
 
