@@ -160,11 +160,15 @@ class FirstBlockSpy:
         self._clean: torch.Tensor | None = None
         self._hooks = [block.register_forward_pre_hook(self._after, with_kwargs=True)]
         if model is not None:  # passes: the clean input too, and the model's call
-            self._hooks += [
-                block.register_forward_pre_hook(self._before, with_kwargs=True, prepend=True),
-                model.register_forward_pre_hook(self._enter, with_kwargs=True),
-                model.register_forward_hook(self._leave, always_call=True),
-            ]
+            self._hooks.append(block.register_forward_pre_hook(self._before, with_kwargs=True, prepend=True))
+            # A PEFT model's training call reaches the causal LM through `.forward` (no hooks there), while
+            # `generate` calls the causal LM itself: the calls of both are model calls.
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            for each in dict.fromkeys((model, base)):
+                self._hooks += [
+                    each.register_forward_pre_hook(self._enter, with_kwargs=True),
+                    each.register_forward_hook(self._leave, always_call=True),
+                ]
 
     def remove(self) -> None:
         for hook in self._hooks:

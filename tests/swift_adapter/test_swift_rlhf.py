@@ -149,9 +149,9 @@ def test_neft_swift_rlhf_grpo_noises_the_policy_pass_and_not_the_no_grad_passes(
     swift_run, swift_args, hidden_size
 ):
     """GRPO on the tiny data's prompts (ms-swift's transformers engine generates, no vLLM): the pass that trains
-    is noised per sequence, the reference and old-policy log-prob passes under no_grad are clean, and the
-    on-policy warning names the KL. (The rollouts run in eval mode under inference_mode, which NEFTune never
-    noises; the spy recorded none of the generation's passes here, so this test does not measure them.)"""
+    is noised per sequence; the rollouts (every decoding step of `generate`, in eval mode under inference_mode)
+    and the reference and old-policy log-prob passes under no_grad are clean; the on-policy warning names the
+    KL."""
     pytest.importorskip(
         "msgspec", reason="ms-swift's GRPO trainer imports msgspec (the swift session installs it)"
     )
@@ -181,3 +181,6 @@ def test_neft_swift_rlhf_grpo_noises_the_policy_pass_and_not_the_no_grad_passes(
     assert all(not each.grad_enabled and each.largest_noise() == 0.0 for each in clean), (
         "no_grad passes clean"
     )
+    # The rollouts: one prefill and a one-token step per generated token (max_completion_length=8), all measured.
+    decoding = [each for each in clean if each.segments.shape[1] == 1]
+    assert len(decoding) >= 7, [tuple(each.segments.shape) for each in clean]
