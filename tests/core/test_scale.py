@@ -28,6 +28,7 @@ HERE = Path(__file__).parent
     ("strategy", "seed", "wrapper"),
     [
         pytest.param("ddp", "none", "DistributedDataParallel", marks=on_newest("transformers")),
+        pytest.param("ddp", "7", "DistributedDataParallel", marks=on_newest("transformers")),
         ("fsdp2", "7", "FSDP"),
     ],
 )
