@@ -2,8 +2,7 @@
 added, on 2 CPU processes (torchrun, started as ``llamafactory-cli`` starts it with ``FORCE_TORCHRUN=1``;
 DeepSpeed's CPU accelerator, gloo). What each rank's first block received is measured by the first-block spy
 (``support.spy``), independently of NEFTune's own records and of LLaMA-Factory's logs. ZeRO-2 and ZeRO-3 with CPU
-offload reach the Trainer the same way; they run in ``tests/core/test_deepspeed.py``. On the newest LLaMA-Factory
-only (``support.matrix``)."""
+offload: the same measure on a shorter run. On the newest LLaMA-Factory only (``support.matrix``)."""
 
 from __future__ import annotations
 
@@ -32,10 +31,10 @@ RESUME_STEP = 2
 pytestmark = on_newest("llamafactory")
 
 
-def zero_config(folder: Path) -> Path:
+def zero_config(folder: Path, stage: str) -> Path:
     """The example SFT config with ``deepspeed:`` pointing at a ZeRO json, as a user writes it."""
-    zero_json = folder / f"ds_z{STAGE}_config.json"
-    zero_json.write_text(json.dumps(deepspeed_config(STAGE)))
+    zero_json = folder / f"ds_z{stage}_config.json"
+    zero_json.write_text(json.dumps(deepspeed_config(stage)))
     config = yaml.safe_load((EXAMPLES / "sft_full_neftune.yaml").read_text())
     path = folder / "sft_full_neftune_zero.yaml"
     path.write_text(yaml.safe_dump({**config, "deepspeed": str(zero_json)}))
@@ -44,33 +43,25 @@ def zero_config(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def zero_run(tiny_model, runs):
-    """``zero_run(resume_from=None)``: the run, once per session (``runs``), saving every 2 steps; resuming copies
-    the checkpoint into the new run's output dir first and resumes from the copy."""
+    """``zero_run(resume_from=None, stage="3")``: the run, once per session (``runs``), saving every 2 steps;
+    resuming copies the checkpoint into the new run's output dir first and resumes from the copy."""
     require_deepspeed()
 
-    def llamafactory_zero3(folder: Path, resume_from: Path | None) -> CliRun:
+    def llamafactory_zero(folder: Path, resume_from: Path | None, stage: str) -> CliRun:
         extra: dict[str, object] = {"max_steps": STEPS, "save_steps": RESUME_STEP}
         if resume_from is not None:
             extra["resume_from_checkpoint"] = shutil.copytree(resume_from, folder / "out" / resume_from.name)
         # torchrun started as llamafactory-cli starts it (by name: the one beside this Python)
         env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
-        return train(zero_config(folder), tiny_model, folder, spy=True, env=env, **extra)
+        return train(zero_config(folder, stage), tiny_model, folder, spy=True, env=env, **extra)
 
-    def zero_run_of(resume_from: Path | None = None) -> CliRun:
-        return runs(llamafactory_zero3, resume_from)
+    def zero_run_of(resume_from: Path | None = None, stage: str = STAGE) -> CliRun:
+        return runs(llamafactory_zero, resume_from, stage)
 
     return zero_run_of
 
 
-def test_every_rank_noises_each_sequence_with_its_own_length(zero_run):
-    trained = zero_run()
-    by_rank = trained.passes()
-    # ZeRO-3 saves each rank's partition of the parameters.
-    saved = trained.output_dir / f"checkpoint-{RESUME_STEP}" / f"global_step{RESUME_STEP}"
-    model_states = {path.name for path in saved.glob("*model*")}
-    partitioned = {f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" for rank in (0, 1)}
-    assert model_states == partitioned
-
+def assert_each_rank_noised_each_sequence(by_rank: dict) -> None:
     assert sorted(by_rank) == [0, 1]
     for rank_passes in by_rank.values():
         assert [each.training for each in rank_passes] == [True] * STEPS
@@ -85,6 +76,18 @@ def test_every_rank_noises_each_sequence_with_its_own_length(zero_run):
     assert any((each.segments == 0).any() for each in everyone), "no padding in any batch: noise on it unseen"
     for first, second in zip(by_rank[0], by_rank[1], strict=True):
         assert first.first_noise != second.first_noise, "both ranks drew the same noise"
+
+
+def test_every_rank_noises_each_sequence_with_its_own_length(zero_run):
+    trained = zero_run()
+    by_rank = trained.passes()
+    # ZeRO-3 saves each rank's partition of the parameters.
+    saved = trained.output_dir / f"checkpoint-{RESUME_STEP}" / f"global_step{RESUME_STEP}"
+    model_states = {path.name for path in saved.glob("*model*")}
+    partitioned = {f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" for rank in (0, 1)}
+    assert model_states == partitioned
+
+    assert_each_rank_noised_each_sequence(by_rank)
     # Rank 0's logs: printed to the console and in trainer_state.json (TensorBoard/W&B get the same).
     assert_noise_norms(trained.metrics, ALPHA, STEPS)
     assert_noise_norms(trained.written_logs(), ALPHA, STEPS)
@@ -109,3 +112,11 @@ def test_resume_from_a_zero3_checkpoint_gets_the_noise_of_an_uninterrupted_run(z
     ]
     assert len(losses[0]) == STEPS - RESUME_STEP
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("stage", ["2", "3-offload"])
+def test_zero2_and_zero3_offload_noise_each_sequence_on_every_rank(zero_run, stage):
+    trained = zero_run(stage=stage)
+    assert trained.returncode == 0, trained.describe()
+    assert_each_rank_noised_each_sequence(trained.passes())
+    assert_noise_norms(trained.metrics, ALPHA, STEPS)
