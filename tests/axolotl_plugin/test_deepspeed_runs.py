@@ -1,8 +1,7 @@
 """``axolotl train`` with ``deepspeed:`` (ZeRO-3) in the YAML on 2 CPU processes, started by Axolotl's default
 launcher (accelerate), with the plugin: what each rank's first block received is measured by the first-block spy
 (``support.spy``), independently of NEFTune's own records; the rank-0 logs are read from the run's output. ZeRO-2
-and ZeRO-3 with CPU offload reach the Trainer the same way; they run in ``tests/core/test_deepspeed.py``. On the
-newest Axolotl only (``support.matrix``).
+and ZeRO-3 with CPU offload: the same measure on runs of their own. On the newest Axolotl only (``support.matrix``).
 
 The example ``full.yml`` packed (``sample_packing``, rows padded to ``sequence_len``): Axolotl puts segment ids
 1..K in ``attention_mask``, so each row holds several sequences and a padding tail. What the CPU needs beyond
@@ -48,10 +47,10 @@ def logged_losses(run: CliRun) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
-def cpu_yaml(tiny: Tiny, folder: Path, **overrides: Any) -> dict[str, Any]:
+def cpu_yaml(tiny: Tiny, folder: Path, stage: str = STAGE, **overrides: Any) -> dict[str, Any]:
     """``full.yml``, packed, with ``deepspeed:`` pointing at a ZeRO JSON file as Axolotl users do."""
-    deepspeed = folder / f"zero{STAGE}.json"
-    deepspeed.write_text(json.dumps(deepspeed_config(STAGE)))
+    deepspeed = folder / f"zero{stage}.json"
+    deepspeed.write_text(json.dumps(deepspeed_config(stage)))
     config = example_config(
         "full",
         tiny,
@@ -71,11 +70,11 @@ def cpu_yaml(tiny: Tiny, folder: Path, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def zero_run(tiny, prepared, runs):
-    """``zero_run(resume=False)``: the run, once per session (``runs``). It saves a checkpoint every 2 steps;
-    ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
+    """``zero_run(resume=False, stage="3")``: the run, once per session (``runs``). It saves a checkpoint every 2
+    steps; ``resume=True`` trains again from a copy of its checkpoint-2, in a folder of its own."""
     require_deepspeed()
 
-    def axolotl_zero3(folder: Path, resume: bool) -> CliRun:
+    def axolotl_zero(folder: Path, resume: bool, stage: str) -> CliRun:
         overrides: dict[str, Any] = {
             "max_steps": STEPS,
             "dataset_prepared_path": str(prepared),
@@ -87,7 +86,7 @@ def zero_run(tiny, prepared, runs):
             copy = shutil.copytree(saved, folder / "output" / saved.name)
             overrides["resume_from_checkpoint"] = str(copy)
         run = run_axolotl(
-            cpu_yaml(tiny, folder, **overrides),
+            cpu_yaml(tiny, folder, stage, **overrides),
             folder,
             launcher_args=ACCELERATE_ARGS,
             spy=True,
@@ -96,14 +95,13 @@ def zero_run(tiny, prepared, runs):
         assert run.returncode == 0, run.describe()
         return run
 
-    def zero_run_of(resume: bool = False) -> CliRun:
-        return runs(axolotl_zero3, resume)
+    def zero_run_of(resume: bool = False, stage: str = STAGE) -> CliRun:
+        return runs(axolotl_zero, resume, stage)
 
     return zero_run_of
 
 
-def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run):
-    by_rank = zero_run().passes()
+def assert_each_rank_noised_each_packed_sequence(by_rank: dict) -> None:
     assert sorted(by_rank) == [0, 1]
     for rank_passes in by_rank.values():
         assert [each.training for each in rank_passes] == [True] * STEPS
@@ -118,6 +116,11 @@ def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run):
     for first, second in zip(by_rank[0], by_rank[1], strict=True):
         assert not torch.equal(first.segments, second.segments), "both ranks trained on the same batch"
         assert first.first_noise != second.first_noise, "both ranks drew the same noise"
+
+
+@pytest.mark.parametrize("stage", ["3", "2", "3-offload"])
+def test_every_rank_noises_each_packed_sequence_with_its_own_length(zero_run, stage):
+    assert_each_rank_noised_each_packed_sequence(zero_run(stage=stage).passes())
 
 
 def test_rank0_logs_the_noise_rank0_applied(zero_run):
