@@ -20,6 +20,7 @@ from neft_plugins.integrations.launcher import Launcher
 def lora(argv: Sequence[str]) -> int:
     import mlx_lm.lora as mlx_lora
 
+    from neft_plugins.errors import NEFTuneConfigError
     from neft_plugins.integrations.arguments import split_argv, split_config
     from neft_plugins.mlx import train
     from neft_plugins.mlx.handle import check_config
@@ -36,6 +37,12 @@ def lora(argv: Sequence[str]) -> int:
     from_yaml = _yaml_config(parsed.config, mlx_lora.yaml_loader)
     config, _ = split_config({**from_yaml, **ours})  # bad keys stop here, before MLX-LM loads a model
     check_config(config)
+    mask_prompt = parsed.mask_prompt or from_yaml.get("mask_prompt")
+    if config.enabled and config.neftune_scope != "all" and not mask_prompt:
+        raise NEFTuneConfigError(
+            f"neftune_scope: got {config.neftune_scope!r} without --mask-prompt; MLX-LM tells prompt from response "
+            "only with mask_prompt: set --mask-prompt (mask_prompt: true), or neftune_scope: 'all'"
+        )
     resume = parsed.resume_adapter_file or from_yaml.get("resume_adapter_file")
     original = mlx_lora.train
     mlx_lora.train = functools.partial(train, config=config, resume_adapter_file=resume)

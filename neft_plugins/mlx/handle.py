@@ -71,6 +71,7 @@ class MLXNEFTune:
         self._lengths: mx.array | None = None
         self._probed: list[mx.array] | None = None
         self._warned_outside_loss = False
+        self._warned_nothing_noised = False
         self._totals = [0.0, 0.0, 0.0, 0.0]  # passes, noise norm sum, sequences, tokens: read so far
         self._base_class = type(self.block)
         self.block[STATE] = {
@@ -159,6 +160,13 @@ class MLXNEFTune:
         new = (passes, noise_sum, sequences, tokens)
         self._totals = [total + value for total, value in zip(self._totals, new, strict=True)]
         state["sums"] = mx.zeros((4,))
+        if passes and not tokens and not self._warned_nothing_noised:
+            self._warned_nothing_noised = True
+            logger.warning(
+                "neft_plugins: no token got noise in the training passes so far (neftune_scope=%s: MLX-LM's "
+                "offsets, set by mask_prompt, tell prompt from response)",
+                self.config.neftune_scope,
+            )
         return telemetry.log_entries(state["alpha"].item(), noise_sum, embed_sum, sequences, tokens)
 
     def detach(self) -> None:

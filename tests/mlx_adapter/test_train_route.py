@@ -313,3 +313,8 @@ def test_resuming_with_another_seed_or_world_size_says_the_stream_does_not_conti
     assert "noise stream was saved by 2 processes with seed 1; this run has 1 with seed 1" in caplog.text
     spied_run(tmp_path / "none", resume_adapter_file=str(tmp_path / "missing.safetensors"), neftune_alpha=5)
     assert "missing.safetensors has no NEFTune noise stream beside it" in caplog.text
+
+
+def test_a_scope_that_noises_nothing_says_so(tmp_path, caplog):
+    spied_run(tmp_path, neftune_alpha=5, neftune_scope="prompt")  # offsets 0: no prompt tokens
+    assert "no token got noise in the training passes so far (neftune_scope=prompt" in caplog.text
