@@ -20,8 +20,8 @@ logger = logging.getLogger("neft_plugins")
 
 # Every version tested, oldest first. transformers and TRL are tested in pairs: the i-th of each together.
 TESTED: dict[str, tuple[str, ...]] = {
-    "transformers": ("4.46.3", "5.25.0"),
-    "trl": ("0.16.1", "1.16.0"),
+    "transformers": ("4.46.3", "4.57.6", "5.25.0"),
+    "trl": ("0.16.1", "0.24.0", "1.16.0"),
     "axolotl": ("0.17.0", "0.19.0"),
     "llamafactory": ("0.9.3", "0.9.4", "0.9.5"),
     "deepspeed": ("0.16.9", "0.19.8"),
