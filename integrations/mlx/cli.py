@@ -24,11 +24,10 @@ def lora(argv: Sequence[str]) -> int:
     from neft_plugins.integrations.arguments import split_argv, split_config
     from neft_plugins.mlx import train
     from neft_plugins.mlx.handle import check_config
-    from neft_plugins.versions import missing_hook_point, warn_if_untested
+    from neft_plugins.versions import missing_hook_point
 
     if not hasattr(mlx_lora, "train") or not hasattr(mlx_lora, "build_parser"):
         raise missing_hook_point("mlx-lm", ["mlx_lm.lora.train", "mlx_lm.lora.build_parser"], "neft-mlx lora")
-    warn_if_untested("mlx-lm")
     # MLX-LM spells its flags with dashes: --neftune-alpha is taken as --neftune_alpha.
     ours, rest = split_argv([_underscored(item) for item in argv])
     if any(item in ("-h", "--help") for item in rest):

@@ -23,6 +23,7 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 
 from neft_plugins.config import NEFTuneConfig, as_config
 from neft_plugins.mlx.handle import MLXNEFTune
+from neft_plugins.versions import warn_if_untested
 
 logger = logging.getLogger("neft_plugins")
 
@@ -46,6 +47,7 @@ def train(
     ``resume_adapter_file``: the adapter file the run resumed from (``--resume-adapter-file``), whose saved noise
     stream it continues."""
     config = as_config(config, keys)
+    warn_if_untested("mlx-lm")
     args = args or trainer.TrainingArgs()
     if not config.enabled:
         trainer.train(

@@ -318,3 +318,19 @@ def test_resuming_with_another_seed_or_world_size_says_the_stream_does_not_conti
 def test_a_scope_that_noises_nothing_says_so(tmp_path, caplog):
     spied_run(tmp_path, neftune_alpha=5, neftune_scope="prompt")  # offsets 0: no prompt tokens
     assert "no token got noise in the training passes so far (neftune_scope=prompt" in caplog.text
+
+
+def test_an_untested_mlx_lm_warns_once_naming_the_tested_range(tmp_path, monkeypatch, caplog):
+    from neft_plugins import versions
+
+    real = versions.installed_version
+    monkeypatch.setattr(
+        versions, "installed_version", lambda name: "99.0" if name == "mlx-lm" else real(name)
+    )
+    monkeypatch.setattr(versions, "_warned", set())
+    spied_run(tmp_path / "first", neftune_alpha=5)
+    spied_run(tmp_path / "second", neftune_alpha=5)
+    warnings = [record.getMessage() for record in caplog.records if "untested" in record.getMessage()]
+    assert warnings == [
+        "neft_plugins: mlx-lm 99.0 is untested (tested: mlx-lm 0.32.2); every hook point it uses was found, so it runs"
+    ]
