@@ -56,7 +56,7 @@ def lora(argv: Sequence[str]) -> int:
 def _underscored(item: str) -> str:
     if item.startswith("--neftune-"):
         name, equals, value = item.partition("=")
-        return name.replace("-", "_").replace("__", "--", 1) + equals + value
+        return "--" + name[2:].replace("-", "_") + equals + value
     return item
 
 

@@ -22,7 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from neft_plugins import telemetry
-from neft_plugins.config import NEFTuneConfig
+from neft_plugins.config import NEFTuneConfig, as_config
 from neft_plugins.errors import NEFTuneAttachError, NEFTuneConfigError, NEFTunePluginError
 from neft_plugins.mlx.noise import noised_positions, pass_key, per_token_scale, row_norms, unit_noise
 from neft_plugins.plugins import plugin_manager, schedules
@@ -55,7 +55,6 @@ class MLXNEFTune:
     ) -> None:
         check_config(config)
         self.config = config
-        self._distribution = config.neftune_distribution
         self.block = _first_block(model)
         self.site = f"{type(model).__name__}.layers[0] ({type(self.block).__name__}) input"
         self.world = mx.distributed.init()
@@ -82,7 +81,7 @@ class MLXNEFTune:
         object.__setattr__(self.block, "_neftune_attachment", self)
         self.block.__class__ = _noised_class(self._base_class)
         try:
-            self.width = self._probe(model)
+            self._probe(model)
         except BaseException:
             self._restore()
             raise
@@ -113,7 +112,7 @@ class MLXNEFTune:
         )
         scale = per_token_scale(noised, x.shape[-1]) * alpha
         key = pass_key(self._base_key, passes + self.first_pass)
-        noise = unit_noise(self._distribution, x.shape, key) * scale[..., None]
+        noise = unit_noise(self.config.neftune_distribution, x.shape, key) * scale[..., None]
         sums = mx.stack(
             [
                 row_norms(noise, noised).sum(),
@@ -185,9 +184,9 @@ class MLXNEFTune:
         self.block.pop(STATE, None)
         self.block.__dict__.pop("_neftune_attachment", None)
 
-    def _probe(self, model: nn.Module) -> int:
+    def _probe(self, model: nn.Module) -> None:
         """One forward pass with one token changed: the first block must be called once, with ``[1, n, d]``
-        whose positions are each their own token's (the embeddings as the block receives them). Returns d."""
+        whose positions are each their own token's (the embeddings as the block receives them)."""
         tokens = mx.arange(1, PROBE_TOKENS + 1)[None, :]
         changed = PROBE_TOKENS // 2
         self._probed = []
@@ -205,7 +204,6 @@ class MLXNEFTune:
             probed, self._probed = self._probed, None
             model.train(training)
         _check_probe(type(model).__name__, probed, changed)
-        return probed[0].shape[-1]
 
 
 def _check_probe(model: str, probed: Sequence[Any], changed: int) -> None:
@@ -305,6 +303,4 @@ def attach(
 ) -> MLXNEFTune:
     """``attach(model, neftune_alpha=5, total_steps=1000)``: NEFTune on the model's training passes through
     ``handle.loss(loss)``; ``handle.detach()`` when done."""
-    from neft_plugins.config import as_config
-
     return MLXNEFTune(model, as_config(config, keys), total_steps=total_steps)

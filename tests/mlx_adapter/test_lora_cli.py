@@ -4,14 +4,12 @@ independent of the library."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 from mlx_adapter.runs import run_lora
 
-from support.env import subprocess_env
+from support.cli_run import run_cli
 
 ALPHA = 5.0
 
@@ -116,15 +114,13 @@ def test_a_bad_key_stops_the_command_before_any_model_loads(argv, message, capsy
 
 def test_the_console_script_runs_mlx_lm_and_prints_the_reports(tmp_path, model_dir, data_dir):
     command = [
-        *(sys.executable, "-m", "neft_plugins.integrations.mlx.cli", "lora"),
+        *("neft-mlx", "lora"),
         *("--model", str(model_dir), "--train", "--data", str(data_dir), "--iters", "2"),
         *("--batch-size", "4", "--num-layers", "2", "--steps-per-report", "1", "--max-seq-length", "64"),
         *("--adapter-path", str(tmp_path), "--neftune_alpha", "5"),
     ]
-    done = subprocess.run(
-        command, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli(command, tmp_path)
+    assert done.returncode == 0, done.describe()
     assert "Iter 2: neft/alpha 5, neft/tokens_noised" in done.stdout
     assert "attached NEFTune at Model.layers[0] (TransformerBlock) input" in done.stderr
     assert "detached NEFTune from Model.layers[0] (TransformerBlock) input: 2 training passes" in done.stderr

@@ -4,7 +4,6 @@ the spy inside the compiled step."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import mlx.core as mx
@@ -21,7 +20,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from neft_plugins import NEFTuneConfig, NEFTunePluginError, hookimpl
 from neft_plugins.mlx import attach, train
 from neft_plugins.plugins import plugin_manager
-from support.env import subprocess_env
+from support.cli_run import run_cli
 
 LORA = {"rank": 4, "dropout": 0.0, "scale": 10.0}
 
@@ -295,15 +294,8 @@ def test_the_mlx_route_runs_with_torch_unimportable(tmp_path):
         "from neft_plugins.integrations.mlx.cli import main\n"
         "assert main(['version']) == 0\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli([sys.executable, "-c", script], tmp_path)
+    assert done.returncode == 0, done.describe()
     assert "detached NEFTune from Model.layers[0] (TransformerBlock) input: 3 training passes" in done.stderr
 
 

@@ -4,26 +4,19 @@ seed, and the reports sum the ranks."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support.env import subprocess_env
+from support.cli_run import run_cli
 
 
 def test_two_ranks_draw_differently_and_report_together(tmp_path):
-    launch = shutil.which("mlx.launch", path=str(Path(sys.executable).parent))
-    if launch is None:
-        pytest.fail("mlx.launch is not installed beside this Python")
     script = Path(__file__).with_name("two_ranks.py")
-    command = [launch, "--backend", "ring", "-n", "2", "--python", sys.executable, str(script), str(tmp_path)]
-    done = subprocess.run(
-        command, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = ["mlx.launch", "--backend", "ring", "-n", "2", "--python", sys.executable, script, tmp_path]
+    done = run_cli(command, tmp_path)
+    assert done.returncode == 0, done.describe()
     ranks = {
         line["rank"]: line
         for line in (json.loads(text) for text in done.stdout.splitlines() if text.startswith('{"rank"'))
